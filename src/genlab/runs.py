@@ -1,0 +1,195 @@
+"""The run directory: config.json + model.safetensors (+ checkpoint, metrics, pictures). Never pickle.
+
+  RUN/config.json             family, model/data/train configs, genlab and torch versions
+  RUN/model.safetensors       the weights to use (the best by validation loss when there is a validation split)
+  RUN/checkpoint.safetensors  weights, optimiser state, RNG state; its JSON metadata holds step, epoch, ...
+  RUN/metrics.jsonl           one JSON object per logged step and per epoch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from genlab.errors import GenlabError
+
+CONFIG = "config.json"
+MODEL = "model.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+FORMAT = "genlab"
+
+
+def genlab_version() -> str:
+    from genlab import __version__
+
+    return __version__
+
+
+@dataclass
+class Run:
+    """A trained model with the configs that rebuild it, and where it lives."""
+
+    model: torch.nn.Module
+    config: dict  # {"family", "model", "data", "train", versions}
+    path: Path | None = None
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        return self.config["family"]
+
+    def load_data(self, **overrides):
+        """The dataset this run was trained on, rebuilt from its saved spec."""
+        from genlab.data import load_dataset
+
+        spec = dict(self.config.get("data") or {})
+        name = spec.pop("name", None)
+        if name is None:
+            raise GenlabError("this run was trained on in-memory data without a saved spec; pass the data explicitly.")
+        return load_dataset(name, **{**spec, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    write_atomic(path, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT, **metadata}))
+
+
+def read_tensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata from a genlab safetensors file; any other file gives GenlabError, and no code runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenlabError(f"'{path}' does not exist.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise GenlabError(
+            f"'{path}' is a pickle or torch.save archive, not safetensors; genlab never unpickles files. "
+            "Re-create the run with genlab."
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors reports damage with its own exception types
+        raise GenlabError(f"'{path}' is damaged or not a safetensors file ({e}); re-create it.") from None
+    if metadata.get("format") != FORMAT or metadata.get("kind") != kind:
+        raise GenlabError(f"'{path}' is a safetensors file but not a genlab {kind}; it was written by something else.")
+    return tensors, metadata
+
+
+def save_model(path: Path, model: torch.nn.Module) -> None:
+    save_tensors(path, model.state_dict(), {"kind": "model", "family": model.family})
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or extra or wrong:
+        detail = "; ".join(
+            s
+            for s in (
+                missing and f"missing {', '.join(missing[:3])}",
+                extra and f"unexpected {', '.join(extra[:3])}",
+                wrong and f"wrong shape for {', '.join(wrong[:3])}",
+            )
+            if s
+        )
+        raise GenlabError(f"the weights in '{source}' do not fit the model its config describes ({detail}).")
+    model.load_state_dict(tensors)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def prepare_run_dir(path: Path, *, resume: bool, force: bool) -> Path:
+    """Create the run folder; an existing run is refused unless resuming or forced (which clears it)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise GenlabError(f"'{path}' exists and is not a folder; choose another --out.")
+    if resume:
+        if not (path / CHECKPOINT).is_file():
+            raise GenlabError(f"nothing to resume in '{path}': it has no {CHECKPOINT}. Train without --resume.")
+        return path
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise GenlabError(
+                f"'{path}' already holds files; use --resume to continue that run, --force to replace it, "
+                "or another --out."
+            )
+        if not (path / CONFIG).is_file():
+            raise GenlabError(f"'{path}' is not a genlab run; --force only replaces runs. Choose another --out.")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_config(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise GenlabError(f"the run '{path}' does not exist (expected a folder written by 'genlab train').")
+    if not (path / CONFIG).is_file():
+        raise GenlabError(f"'{path}' is not a genlab run: it has no {CONFIG}.")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GenlabError(f"'{path / CONFIG}' is not valid JSON ({e}).") from None
+    if not isinstance(config, dict) or "family" not in config or "model" not in config:
+        raise GenlabError(f"'{path / CONFIG}' is not a genlab run config (no family/model).")
+    return config
+
+
+def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
+    """The trained model of a run directory, in eval mode, with its config."""
+    from genlab.models import build_model
+
+    path = Path(path)
+    config = read_config(path)
+    model = build_model(config["family"], config["model"])
+    weights = path / MODEL
+    if not weights.is_file():
+        raise GenlabError(f"the run '{path}' has no {MODEL} yet: training has not finished an epoch.")
+    tensors, _ = read_tensors(weights, "model")
+    load_weights(model, tensors, weights)
+    model.to(device).eval()
+    return Run(model, config, path, read_metrics(path))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    file = Path(path) / METRICS
+    if not file.is_file():
+        return []
+    rows = []
+    for line in file.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+    return rows

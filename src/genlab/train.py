@@ -1,0 +1,426 @@
+"""The one training loop for every family.
+
+A model says *what* it optimises (`model.objectives()`: parameters, a loss of a batch, an optimiser
+setting, a step ratio); `fit` says *how*: seeds, data order (optionally weighted per example), optimisers,
+progress bar, metrics log, checkpoints, resume, Ctrl-C, NaN detection, model selection on a validation split.
+
+Resume is exact on CPU: a checkpoint holds the weights, optimiser state, RNG state and the current epoch's
+data order, so a run killed and resumed ends with the same weights as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from genlab import runs
+from genlab.configs import build_config
+from genlab.data.core import Dataset, Split, augment
+from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
+
+DEVICES = ("auto", "cpu", "cuda")
+Weights = torch.Tensor | Callable[[torch.nn.Module, Split], torch.Tensor] | None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    val_fraction: float = 0.1  # the last part of the training split, held out for model selection
+    keep_best: bool = True  # keep the weights of the epoch with the lowest validation loss
+    patience: int | None = None  # stop after this many epochs without a better validation loss
+    val_importance_samples: int = 0  # 0: validate on -ELBO; K > 0: on the IWAE_K bound
+    checkpoint_every: int = 1000  # steps; a checkpoint is also written at every epoch end
+    log_every: int = 50  # steps between step rows in metrics.jsonl
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self):
+        def check(ok, message):
+            if not ok:
+                raise GenlabError(message + ".")
+
+        positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+        check(positive_int(self.epochs), f"epochs must be a positive integer, not {self.epochs!r}")
+        check(positive_int(self.batch_size), f"batch_size must be a positive integer, not {self.batch_size!r}")
+        check(self.lr > 0, f"lr must be positive, not {self.lr}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}")
+        check(isinstance(self.seed, int), f"seed must be an integer, not {self.seed!r}")
+        check(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        check(self.patience is None or positive_int(self.patience), "patience must be a positive integer or null")
+        check(isinstance(self.val_importance_samples, int) and self.val_importance_samples >= 0,
+              "val_importance_samples must be an integer >= 0")
+        check(positive_int(self.checkpoint_every), "checkpoint_every must be a positive integer")
+        check(positive_int(self.log_every), "log_every must be a positive integer")
+        check(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, not '{self.device}'")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        return build_config(cls, values, "train")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GenlabError("--device cuda was asked for, but this machine has no CUDA GPU that PyTorch can use.")
+    return torch.device(name)
+
+
+def split_validation(train: Split, fraction: float) -> tuple[Split, Split | None]:
+    """The last `fraction` of the (already shuffled) training split becomes the validation split."""
+    n_val = int(round(len(train) * fraction))
+    if n_val == 0:
+        return train, None
+    if n_val >= len(train):
+        raise GenlabError(f"val_fraction {fraction} leaves no training examples out of {len(train)}.")
+    n = len(train) - n_val
+    return train.subset(slice(0, n)), train.subset(slice(n, None))
+
+
+def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None) -> torch.Tensor:
+    """The example order of one epoch: a permutation, or n weighted draws with replacement.
+
+    Seeded by (seed, epoch) alone, so any epoch's order can be rebuilt without replaying the ones before.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if weights is None:
+        return torch.randperm(n, generator=g)
+    return torch.multinomial(weights.double(), n, replacement=True, generator=g)
+
+
+def check_weights(weights: torch.Tensor, n: int) -> torch.Tensor:
+    weights = torch.as_tensor(weights, dtype=torch.float64).flatten().cpu()
+    if len(weights) != n:
+        raise GenlabError(f"got {len(weights)} sampling weights for {n} training examples; give one per example.")
+    if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise GenlabError("sampling weights must be finite, non-negative and not all zero.")
+    return weights
+
+
+@dataclass
+class _State:
+    step: int = 0
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of the current epoch done
+    best_val: float = math.inf
+    best_epoch: int | None = None
+    stale_epochs: int = 0
+    stop_reason: str | None = None
+
+
+class _StopFlag:
+    """Turns Ctrl-C (and SIGTERM) into a flag the loop checks between steps, so a step is never cut in half."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def fit(
+    model: torch.nn.Module,
+    data: Dataset,
+    config: TrainConfig | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    weights: Weights = None,
+    progress: bool = True,
+) -> runs.Run:
+    """Train `model` on `data.train`; with `out`, write and checkpoint a run directory there.
+
+    weights: per-example sampling weights for the training split (a tensor), or a function
+    (model, train split) -> weights called at the start of every epoch; rare examples drawn more often.
+    """
+    config = config or TrainConfig()
+    device = resolve_device(config.device)
+    train, val = split_validation(data.train, config.val_fraction)
+    model.check_data(data.train.x)
+    run_config = {
+        "genlab_version": runs.genlab_version(),
+        "torch_version": torch.__version__,
+        "family": model.family,
+        "model": model.config.to_dict(),
+        "data": data.spec.to_dict() if data.spec is not None else None,
+        "data_meta": dataclasses.asdict(data.meta),
+        "train": config.to_dict(),
+    }
+    path = None
+    if out is not None:
+        path = runs.prepare_run_dir(Path(out), resume=resume, force=force)
+        if resume:
+            _check_same_run(runs.read_config(path), run_config, path)
+        else:
+            runs.write_json(path / runs.CONFIG, run_config)
+    elif resume:
+        raise GenlabError("resume needs the run directory (out) to resume from.")
+
+    torch.manual_seed(config.seed)
+    model.to(device).train()
+    objectives = model.objectives()
+    optimizers = [
+        torch.optim.Adam(o.parameters, lr=o.lr or config.lr, betas=o.betas, weight_decay=config.weight_decay)
+        for o in objectives
+    ]
+    state, best, order = _State(), None, None
+    if resume:
+        state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers)
+        _truncate_metrics(path / runs.METRICS, state.step)
+
+    x_train = train.x.to(device)
+    y_train = None if train.y is None else train.y.to(device)
+    static_weights = None if weights is None or callable(weights) else check_weights(weights, len(train))
+    n, bs = len(train), config.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    log = _MetricsLog(path)
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.step, disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, desc=f"train {model.family}", unit="step")
+
+    def checkpoint():
+        if path is not None:
+            _save_checkpoint(path / runs.CHECKPOINT, model, optimizers, state, best, order)
+
+    with _StopFlag() as stop, bar:
+        while state.epoch < config.epochs and state.stop_reason is None:
+            if order is None:
+                w = static_weights
+                if callable(weights):
+                    w = check_weights(weights(model, train), n)
+                    model.train()
+                order = epoch_order(n, config.seed, state.epoch, w).to(device)
+            sums: dict[str, float] = {}
+            started, seen, count = time.perf_counter(), 0, 0
+            for b in range(state.batch, steps_per_epoch):
+                index = order[b * bs : (b + 1) * bs]
+                x = augment(x_train[index], data.meta)
+                y = None if y_train is None else y_train[index]
+                values = _step(objectives, optimizers, x, y, state, path)
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                seen, count = seen + len(index), count + 1
+                state.step += 1
+                state.batch = b + 1
+                bar.update()
+                if state.step % config.log_every == 0:
+                    log.write({"kind": "step", "step": state.step, "epoch": state.epoch + 1, **values})
+                    bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
+                if stop.signum is not None:
+                    checkpoint()
+                    _write_best(path, model, best)
+                    where = f" Resume with: genlab train ... --out {path} --resume" if path else ""
+                    raise TrainingInterrupted(f"training stopped at step {state.step}; a checkpoint was saved.{where}")
+                if state.step % config.checkpoint_every == 0:
+                    checkpoint()
+            elapsed = time.perf_counter() - started
+            row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step}
+            row.update({k: v / max(1, count) for k, v in sums.items()})
+            row["samples_per_s"] = seen / elapsed if elapsed > 0 else None
+            if val is not None:
+                val_loss = _mean_validation_loss(model, val, config, device)
+                model.train()
+                row["val_loss_nats"] = val_loss
+                if val_loss < state.best_val:
+                    state.best_val, state.best_epoch, state.stale_epochs = val_loss, state.epoch + 1, 0
+                    if config.keep_best:
+                        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    state.stale_epochs += 1
+                    if config.patience is not None and state.stale_epochs >= config.patience:
+                        state.stop_reason = f"no better validation loss for {config.patience} epochs"
+            state.epoch += 1
+            state.batch = 0
+            order = None
+            log.write(row)
+            bar.set_postfix(epoch=state.epoch, loss=f"{row.get('loss', math.nan):.4g}", refresh=True)
+            checkpoint()
+
+    if best is not None:
+        model.load_state_dict(best)
+    model.eval()
+    model.fit_end(data.train.x.to(device))
+    summary = {
+        "kind": "end",
+        "step": state.step,
+        "epochs": state.epoch,
+        "kept_epoch": state.best_epoch if best is not None else state.epoch,
+        "kept_because": "lowest validation loss" if best is not None else "last epoch",
+        "best_val_loss_nats": state.best_val if val is not None else None,
+        "stopped_early": state.stop_reason,
+    }
+    log.write(summary)
+    if path is not None:
+        runs.save_model(path / runs.MODEL, model)
+        from genlab import report
+
+        report.save_run_pictures(model, data, path)
+    return runs.Run(model, run_config, path, log.rows)
+
+
+def _step(objectives, optimizers, x, y, state: _State, path) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for objective, optimizer in zip(objectives, optimizers):
+        if state.step % objective.every:
+            continue
+        out = objective.loss(x, y)
+        loss = out["loss"]
+        value = loss.item()
+        if not math.isfinite(value):
+            kept = f"the last good checkpoint is kept in {path}" if path else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"the {objective.name} loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                f"training stopped and {kept}. Lower the learning rate (--lr) or check the data."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        prefix = "" if len(objectives) == 1 else f"{objective.name}_"
+        values[f"{prefix}loss"] = value
+        for k, v in out.items():
+            if k != "loss":
+                values[f"{prefix}{k}"] = float(v)
+    if "loss" not in values:  # several objectives: the first one's loss stands for the step
+        values["loss"] = next(v for k, v in values.items() if k.endswith("loss"))
+    return values
+
+
+@torch.no_grad()
+def _mean_validation_loss(model, val: Split, config: TrainConfig, device, batch_size: int = 500) -> float:
+    model.eval()
+    total = 0.0
+    for i in range(0, len(val), batch_size):
+        x = val.x[i : i + batch_size].to(device)
+        total += model.validation_loss(x, config.val_importance_samples).sum().item()
+    return total / len(val)
+
+
+def _check_same_run(saved: dict, now: dict, path: Path) -> None:
+    for key in ("family", "model", "data", "data_meta"):
+        if json.loads(json.dumps(saved.get(key))) != json.loads(json.dumps(now.get(key))):
+            raise GenlabError(
+                f"--resume continues the run in '{path}' as it was configured, but the {key} given now differs "
+                f"from its config.json; drop the changed options or train a new run."
+            )
+
+
+def _write_best(path, model, best) -> None:
+    if path is None:
+        return
+    if best is not None:
+        current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best)
+        runs.save_model(path / runs.MODEL, model)
+        model.load_state_dict(current)
+    else:
+        runs.save_model(path / runs.MODEL, model)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(file: Path, model, optimizers, state: _State, best, order) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if best is not None:
+        tensors.update({f"best.{k}": v for k, v in best.items()})
+    if order is not None:
+        tensors["order"] = order
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    groups, scalars = [], {}
+    for i, opt in enumerate(optimizers):
+        sd = opt.state_dict()
+        groups.append(sd["param_groups"])
+        for pid, pstate in sd["state"].items():
+            for name, value in pstate.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim.{i}.{pid}.{name}"] = value
+                else:
+                    scalars[f"{i}.{pid}.{name}"] = value
+    meta = {"state": dataclasses.asdict(state), "param_groups": groups, "optim_scalars": scalars}
+    runs.save_tensors(file, tensors, {"kind": "checkpoint", "state": json.dumps(meta)})
+
+
+def _load_checkpoint(file: Path, model, optimizers):
+    tensors, metadata = runs.read_tensors(file, "checkpoint")
+    try:
+        meta = json.loads(metadata["state"])
+        state = _State(**meta["state"])
+        runs.load_weights(model, _prefixed(tensors, "model."), file)
+        best = _prefixed(tensors, "best.") or None
+        for i, opt in enumerate(optimizers):
+            per_param: dict[int, dict] = {}
+            for key, value in _prefixed(tensors, f"optim.{i}.").items():
+                pid, name = key.split(".", 1)
+                per_param.setdefault(int(pid), {})[name] = value
+            for key, value in meta["optim_scalars"].items():
+                j, pid, name = key.split(".", 2)
+                if int(j) == i:
+                    per_param.setdefault(int(pid), {})[name] = value
+            groups = meta["param_groups"][i]
+            for g in groups:
+                if "betas" in g:
+                    g["betas"] = tuple(g["betas"])
+            opt.load_state_dict({"state": per_param, "param_groups": groups})
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+    except (KeyError, ValueError, TypeError, IndexError, json.JSONDecodeError) as e:
+        raise GenlabError(f"the checkpoint '{file}' is incomplete or from another version ({e!r}).") from None
+    return state, best, tensors.get("order")
+
+
+def _prefixed(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+class _MetricsLog:
+    """metrics.jsonl, appended line by line (kept in memory too)."""
+
+    def __init__(self, path: Path | None):
+        self.file = None if path is None else path / runs.METRICS
+        self.rows: list[dict] = []
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.file is not None:
+            with open(self.file, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(file: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint a run resumes from: they will be logged again."""
+    if file.is_file():
+        rows = [r for r in runs.read_metrics(file.parent) if r.get("step", 0) <= step and r.get("kind") != "end"]
+        runs.write_atomic(file, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)))
