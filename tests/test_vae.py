@@ -116,9 +116,9 @@ def test_iwae_objective_with_one_sample_is_the_elbo_in_expectation():
                           objective="iwae", train_samples=1))
     iwae1.load_state_dict(model.state_dict())
     x = torch.tensor([[1.0, 0.0]])
-    # the decoder ignores z, so log w = log p(x) + log p(z) - log q(z|x); its mean over z is ELBO
-    values = torch.stack([iwae1.loss(x)["loss"] for _ in range(20_000)])
-    assert values.mean().item() == pytest.approx(model.loss(x)["loss"].item(), abs=0.03)
+    # the decoder ignores z, so log w = log p(x) + log p(z) - log q(z|x); its mean over z is the ELBO
+    many = x.expand(200_000, 2)
+    assert iwae1.loss(many)["loss"].item() == pytest.approx(model.loss(x)["loss"].item(), abs=0.01)
 
 
 def test_sample_and_reconstruct_shapes_and_range():

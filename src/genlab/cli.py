@@ -168,10 +168,13 @@ def cmd_train(args) -> None:
         model_config = {**defaults, **file_config.get("model", {}), **model_given}
         model_config["input_shape"] = list(data.meta.shape)
         train_config = {**file_config.get("train", {}), **train_given}
+    import torch
+
     from genlab.configs import build_config
 
-    model = model_cls(build_config(config_cls, model_config, args.family))
     config = TrainConfig.from_dict(train_config)
+    torch.manual_seed(config.seed)  # the initial weights follow the seed too
+    model = model_cls(build_config(config_cls, model_config, args.family))
     out = Path(args.out or f"runs/{args.family}_{Path(data.meta.name).stem}")
     run = fit(model, data, config, out, resume=args.resume, force=args.force, progress=not args.no_progress)
     end = run.history[-1] if run.history else {}

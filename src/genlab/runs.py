@@ -87,8 +87,8 @@ def read_tensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[s
     if not path.is_file():
         raise GenlabError(f"'{path}' does not exist.")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+        head = f.read(9)  # safetensors: an 8-byte little-endian header length, then the JSON header
+    if head[8:9] != b"{" and (head[:1] == b"\x80" or head[:2] == b"PK"):
         raise GenlabError(
             f"'{path}' is a pickle or torch.save archive, not safetensors; genlab never unpickles files. "
             "Re-create the run with genlab."

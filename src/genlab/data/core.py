@@ -25,6 +25,7 @@ class DatasetMeta:
     shape: tuple[int, ...]  # one example: (C, H, W) for images, (D,) otherwise
     classes: tuple[str, ...] = ()  # class names when the data has labels
     binarize: str = "none"
+    translate: int = 0
     loc: tuple[float, ...] | None = None  # standardisation of tabular data (train mean, std)
     scale: tuple[float, ...] | None = None
 
@@ -70,6 +71,7 @@ class DataSpec:
     color: str = "auto"  # auto | gray | rgb
     test_fraction: float = 0.2  # for files without an official test split
     standardize: bool | None = None  # tabular data to zero mean, unit variance (None: yes for tabular)
+    translate: int = 0  # training images shifted by up to this many pixels, drawn anew for every batch
 
     def __post_init__(self):
         if self.binarize not in BINARIZE:
@@ -78,6 +80,8 @@ class DataSpec:
             raise GenlabError(f"color must be one of {', '.join(COLORS)}, not '{self.color}'.")
         if self.size is not None and not (isinstance(self.size, int) and 2 <= self.size <= 1024):
             raise GenlabError(f"size must be an image side between 2 and 1024 pixels, not {self.size!r}.")
+        if not (isinstance(self.translate, int) and 0 <= self.translate <= 8):
+            raise GenlabError(f"translate must be a pixel count from 0 to 8, not {self.translate!r}.")
         if not 0.0 < self.test_fraction < 1.0:
             raise GenlabError(f"test_fraction must be between 0 and 1, not {self.test_fraction}.")
 
@@ -200,12 +204,15 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
         std = np.where(std > 0, std, 1.0).astype(np.float32)
         xtr, xte = (xtr - mean) / std, (xte - mean) / std
         loc, scale = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if spec.translate and kind != "image":
+        raise GenlabError(f"translate applies to images, but '{spec.name}' is {kind} data.")
     meta = DatasetMeta(
         name=spec.name if spec.name in _REGISTRY else Path(spec.name).name,
         kind=kind,
         shape=tuple(xtr.shape[1:]),
         classes=raw.classes,
         binarize=spec.binarize,
+        translate=spec.translate,
         loc=loc,
         scale=scale,
     )
@@ -232,7 +239,24 @@ def _reshape_images(x: np.ndarray, spec: DataSpec) -> np.ndarray:
 
 
 def augment(x: torch.Tensor, meta: DatasetMeta) -> torch.Tensor:
-    """What a training batch looks like this epoch: a fresh Bernoulli draw for dynamic binarization."""
+    """What a training batch looks like this time: random shifts, a fresh Bernoulli draw for dynamic
+    binarization. Draws from torch's global RNG (saved in checkpoints). Never applied to validation or test data.
+    """
+    if meta.translate:
+        x = random_translate(x, meta.translate)
     if meta.binarize == "dynamic":
-        return torch.bernoulli(x)
+        x = torch.bernoulli(x)
     return x
+
+
+def random_translate(x: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Shift each image (B, C, H, W) by its own (dy, dx) in [-max_shift, max_shift], filling with zeros."""
+    b, c, h, w = x.shape
+    t = max_shift
+    padded = torch.nn.functional.pad(x, (t, t, t, t))
+    dy, dx = (torch.randint(-t, t + 1, (2, b), device=x.device) + t).unbind(0)
+    rows = (torch.arange(h, device=x.device)[None] + dy[:, None])[:, None, :, None]  # (B, 1, H, 1)
+    cols = (torch.arange(w, device=x.device)[None] + dx[:, None])[:, None, None, :]  # (B, 1, 1, W)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]

@@ -1,0 +1,205 @@
+"""The one trainer: exact resume after SIGKILL or Ctrl-C, NaN detection, weighted sampling, model selection."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from scipy import stats
+
+from genlab import GenlabError, TrainConfig, TrainingDiverged, VAE, VAEConfig, fit, load_dataset
+from genlab.runs import CHECKPOINT, MODEL, read_tensors
+from genlab.train import epoch_order
+
+TRAIN = ["train", "vae", "--data", "mnist5k", "--binarize", "dynamic", "--latent-dim", "4", "--conv-width", "8",
+         "--epochs", "2", "--batch-size", "50", "--checkpoint-every", "10", "--seed", "3", "--no-progress"]
+
+
+def genlab(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every run: bitwise equal sums
+    return subprocess.Popen([sys.executable, "-m", "genlab", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def checkpoint_step(run: Path) -> int:
+    try:
+        with safe_open(str(run / CHECKPOINT), "pt") as f:
+            return json.loads(f.metadata()["state"])["state"]["step"]
+    except Exception:
+        return -1
+
+
+def interrupt_when(proc, run: Path, step: int, sig) -> int:
+    deadline = time.time() + 120
+    while checkpoint_step(run) < step:
+        assert proc.poll() is None, f"training ended before step {step}: {proc.communicate()}"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    return checkpoint_step(run)
+
+
+def weights(run: Path) -> dict:
+    return read_tensors(run / MODEL, "model")[0]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    proc = genlab(*TRAIN, "--out", str(out))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return out
+
+
+def total_steps() -> int:
+    return 2 * -(-3600 // 50)
+
+
+def test_sigkill_then_resume_ends_with_identical_weights(reference, tmp_path):
+    out = tmp_path / "run"
+    proc = genlab(*TRAIN, "--out", str(out))
+    killed_at = interrupt_when(proc, out, 40, signal.SIGKILL)
+    assert 40 <= killed_at < total_steps() and proc.returncode == -signal.SIGKILL
+    assert not (out / MODEL).exists()
+    proc = genlab(*TRAIN, "--out", str(out), "--resume")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    a, b = weights(reference), weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
+    assert steps == sorted(set(steps))  # rows logged after the checkpoint were not duplicated
+
+
+def test_ctrl_c_saves_then_resume_ends_with_identical_weights(reference, tmp_path):
+    out = tmp_path / "run"
+    proc = genlab(*TRAIN, "--out", str(out))
+    stopped_at = interrupt_when(proc, out, 30, signal.SIGINT)
+    assert proc.returncode == 130 and stopped_at < total_steps()
+    assert (out / MODEL).exists()  # the weights so far are usable
+    proc = genlab(*TRAIN, "--out", str(out), "--resume")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    a, b = weights(reference), weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_dataset("digits")
+
+
+def tiny_vae(data):
+    torch.manual_seed(0)
+    return VAE(VAEConfig.for_data(data.meta, latent_dim=2, hidden=(16,)))
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(small, tmp_path):
+    model = tiny_vae(small)
+    calls = {"n": 0}
+    real_loss = model.loss
+
+    def loss(x, y=None):
+        calls["n"] += 1
+        out = real_loss(x, y)
+        if calls["n"] == 25:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    model.loss = loss
+    with pytest.raises(TrainingDiverged, match="nan at step 25"):
+        fit(model, small, TrainConfig(epochs=3, batch_size=64, checkpoint_every=10), tmp_path / "run", progress=False)
+    tensors, meta = read_tensors(tmp_path / "run" / CHECKPOINT, "checkpoint")
+    assert json.loads(meta["state"])["state"]["step"] == 21  # the end of epoch 1 (21 batches of 64)
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+
+
+def test_existing_run_is_refused_without_resume_or_force(small, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=256)
+    fit(tiny_vae(small), small, config, tmp_path / "run", progress=False)
+    with pytest.raises(GenlabError, match="--resume .* --force"):
+        fit(tiny_vae(small), small, config, tmp_path / "run", progress=False)
+    fit(tiny_vae(small), small, config, tmp_path / "run", force=True, progress=False)
+    with pytest.raises(GenlabError, match="nothing to resume"):
+        fit(tiny_vae(small), small, config, tmp_path / "other", resume=True, progress=False)
+
+
+def test_weighted_order_draws_in_proportion_to_weights():
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 0.0])
+    draws = torch.cat([epoch_order(5, seed=0, epoch=e, weights=w) for e in range(4000)])
+    counts = torch.bincount(draws, minlength=5).numpy()
+    assert counts[4] == 0
+    expected = (w[:4] / w.sum() * len(draws)).numpy()
+    assert stats.chisquare(counts[:4], expected).pvalue > 0.001
+
+
+def test_unweighted_order_is_a_permutation_fixed_by_seed_and_epoch():
+    a = epoch_order(100, seed=1, epoch=3, weights=None)
+    assert sorted(a.tolist()) == list(range(100))
+    assert torch.equal(a, epoch_order(100, seed=1, epoch=3, weights=None))
+    assert not torch.equal(a, epoch_order(100, seed=1, epoch=4, weights=None))
+
+
+def test_weights_function_is_called_each_epoch_and_drives_sampling(small):
+    seen = []
+
+    def only_zeros(model, train):
+        seen.append(len(train))
+        return (train.y == 0).float()
+
+    model = tiny_vae(small)
+    drawn = []
+    real_loss = model.loss
+    model.loss = lambda x, y=None: (drawn.append(x), real_loss(x, y))[1]
+    fit(model, small, TrainConfig(epochs=2, batch_size=128, val_fraction=0.0), weights=only_zeros, progress=False)
+    assert seen == [len(small.train)] * 2
+    zeros = small.train.x[small.train.y == 0]
+    batch = torch.cat(drawn)
+    # every drawn example is one of the zeros
+    assert all((zeros == row).flatten(1).all(1).any() for row in batch[:50])
+
+
+def test_bad_weights_are_refused(small):
+    with pytest.raises(GenlabError, match="one per example"):
+        fit(tiny_vae(small), small, TrainConfig(epochs=1, val_fraction=0.0), weights=torch.ones(3), progress=False)
+
+
+def test_keep_best_restores_the_epoch_with_lowest_validation_loss(small, monkeypatch):
+    import genlab.train as train
+
+    scripted = iter([5.0, 3.0, 4.0, 6.0])
+    snapshots = []
+
+    def validation(model, *args, **kwargs):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(train, "_mean_validation_loss", validation)
+    model = tiny_vae(small)
+    run = fit(model, small, TrainConfig(epochs=4, batch_size=1293), progress=False)
+    end = run.history[-1]
+    assert end["kept_epoch"] == 2 and end["best_val_loss_nats"] == 3.0
+    assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, snapshots[3][k]) for k, v in model.state_dict().items())
+
+
+def test_patience_stops_early(small, monkeypatch):
+    import genlab.train as train
+
+    scripted = iter([5.0, 3.0, 4.0, 6.0, 7.0, 8.0])
+    monkeypatch.setattr(train, "_mean_validation_loss", lambda *a, **k: next(scripted))
+    run = fit(tiny_vae(small), small, TrainConfig(epochs=6, batch_size=1293, patience=2), progress=False)
+    assert run.history[-1]["epochs"] == 4 and run.history[-1]["stopped_early"]
+
+
+def test_bad_train_config_values():
+    for bad in (dict(epochs=0), dict(lr=-1.0), dict(val_fraction=1.0), dict(device="tpu"), dict(batch_size=2.5)):
+        with pytest.raises(GenlabError):
+            TrainConfig(**bad)
