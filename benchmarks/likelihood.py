@@ -22,8 +22,14 @@ import torch
 from genlab import TrainConfig, VAE, VAEConfig, evaluate, fit, load_dataset
 
 CONFIGS = {
-    # pythae's anchor network and budget: 784-512-16 MLP, Adam 1e-3, batch 100, 50 epochs
+    # pythae's anchor network and budget: 784-512-16 MLP, Adam 1e-3, batch 100, 50 epochs, all 4,000 images
     "plain": dict(
+        data=dict(binarize="static"),
+        model=dict(net="mlp", hidden=(512,), latent_dim=16),
+        train=dict(epochs=50, batch_size=100, lr=1e-3, val_fraction=0.0),
+    ),
+    # the same with genlab's default model selection: 10% of the training split held out, best epoch kept
+    "plain-val": dict(
         data=dict(binarize="static"),
         model=dict(net="mlp", hidden=(512,), latent_dim=16),
         train=dict(epochs=50, batch_size=100, lr=1e-3),

@@ -14,7 +14,7 @@ from genlab.errors import GenlabError, TrainingInterrupted
 MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
                "train_samples")
 DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize")
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "patience",
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
                "val_importance_samples", "checkpoint_every", "device")
 
 
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int)
     r.add_argument("--batch-size", type=int)
     r.add_argument("--lr", type=float)
+    r.add_argument("--lr-schedule", choices=["constant", "cosine"])
     r.add_argument("--weight-decay", type=float)
     r.add_argument("--seed", type=int)
     r.add_argument("--val-fraction", type=float, help="share of the training split held out for model selection")
@@ -100,7 +101,10 @@ def _bool(text: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage mistake already printed as one line
+        return e.code if isinstance(e.code, int) else 2
     try:
         return COMMANDS[args.command](args) or 0
     except TrainingInterrupted as e:
@@ -134,7 +138,7 @@ def cmd_datasets(args) -> None:
 def cmd_train(args) -> None:
     from genlab.data import load_dataset
     from genlab.models import FAMILIES
-    from genlab.runs import read_config
+    from genlab.runs import prepare_run_dir, read_config
     from genlab.train import TrainConfig, fit
 
     file_config = _read_config_file(args.config) if args.config else {}
@@ -148,6 +152,7 @@ def cmd_train(args) -> None:
     if args.resume:
         if not args.out:
             raise GenlabError("--resume needs --out, the run directory to continue.")
+        prepare_run_dir(Path(args.out), resume=True, force=False)  # refuses a folder with nothing to resume
         saved = read_config(Path(args.out))
         if saved["family"] != args.family:
             raise GenlabError(f"the run in '{args.out}' is a {saved['family']}, not a {args.family}.")

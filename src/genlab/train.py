@@ -30,6 +30,7 @@ from genlab.data.core import Dataset, Split, augment
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
 
 DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("constant", "cosine")
 Weights = torch.Tensor | Callable[[torch.nn.Module, Split], torch.Tensor] | None
 
 
@@ -38,6 +39,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 100
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (from lr down to 0 over all planned steps)
     weight_decay: float = 0.0
     seed: int = 0
     val_fraction: float = 0.1  # the last part of the training split, held out for model selection
@@ -57,6 +59,7 @@ class TrainConfig:
         check(positive_int(self.epochs), f"epochs must be a positive integer, not {self.epochs!r}")
         check(positive_int(self.batch_size), f"batch_size must be a positive integer, not {self.batch_size!r}")
         check(self.lr > 0, f"lr must be positive, not {self.lr}")
+        check(self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}")
         check(isinstance(self.seed, int), f"seed must be an integer, not {self.seed!r}")
         check(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), not {self.val_fraction}")
@@ -92,6 +95,13 @@ def split_validation(train: Split, fraction: float) -> tuple[Split, Split | None
         raise GenlabError(f"val_fraction {fraction} leaves no training examples out of {len(train)}.")
     n = len(train) - n_val
     return train.subset(slice(0, n)), train.subset(slice(n, None))
+
+
+def learning_rate_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The multiplier of the base learning rate at `step` (0-based) of `total_steps`."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return 1.0
 
 
 def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None) -> torch.Tensor:
@@ -194,6 +204,7 @@ def fit(
         torch.optim.Adam(o.parameters, lr=o.lr or config.lr, betas=o.betas, weight_decay=config.weight_decay)
         for o in objectives
     ]
+    base_lrs = [o.lr or config.lr for o in objectives]
     state, best, order = _State(), None, None
     if resume:
         state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers)
@@ -226,6 +237,10 @@ def fit(
                 index = order[b * bs : (b + 1) * bs]
                 x = augment(x_train[index], data.meta)
                 y = None if y_train is None else y_train[index]
+                factor = learning_rate_factor(config.lr_schedule, state.step, config.epochs * steps_per_epoch)
+                for optimizer, base_lr in zip(optimizers, base_lrs):
+                    for group in optimizer.param_groups:
+                        group["lr"] = base_lr * factor
                 values = _step(objectives, optimizers, x, y, state, path)
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v

@@ -261,6 +261,9 @@ def _is_number(cell: str) -> bool:
 
 
 def read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise GenlabError(f"cannot read '{path}' as a .npy array: it does not start with the NPY magic bytes.")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as e:

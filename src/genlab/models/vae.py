@@ -48,7 +48,7 @@ class VAE(LatentModel):
     def encode(self, x: torch.Tensor) -> Normal:
         """x: (B, *input_shape) -> q(z | x), a Normal with loc and scale of shape (B, latent_dim)."""
         mu, log_var = self.encoder(x).chunk(2, dim=-1)
-        return Normal(mu, torch.exp(0.5 * log_var))
+        return Normal(mu, torch.exp(0.5 * log_var), validate_args=False)
 
     @staticmethod
     def reparameterize(posterior: Normal, samples: int | None = None) -> torch.Tensor:
@@ -67,7 +67,7 @@ class VAE(LatentModel):
         return 0.5 * (mu**2 + var - 1.0 - torch.log(var)).sum(-1)
 
     def prior(self, like: torch.Tensor) -> Normal:
-        return Normal(torch.zeros_like(like), torch.ones_like(like))
+        return Normal(torch.zeros_like(like), torch.ones_like(like), validate_args=False)
 
     def elbo(self, x: torch.Tensor, samples: int = 1, beta: float = 1.0) -> torch.Tensor:
         """x: (B, *input_shape) -> (B,) nats: E_q[log p(x|z)] (Monte Carlo, `samples` draws) - beta * KL."""
