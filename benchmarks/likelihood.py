@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from genlab import TrainConfig, VAE, VAEConfig, evaluate, fit, load_dataset
+from genlab import VAE, TrainConfig, VAEConfig, evaluate, fit, load_dataset
 
 CONFIGS = {
     # pythae's anchor network and budget: 784-512-16 MLP, Adam 1e-3, batch 100, 50 epochs, all 4,000 images
@@ -65,7 +65,7 @@ def table(rows: list[dict]) -> str:
         if not rs:
             continue
 
-        def stat(key, digits=2):
+        def stat(key, digits=2, rs=rs):
             vals = [r[key] for r in rs]
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"

@@ -52,7 +52,7 @@ def plain_loop(epochs: int) -> list[float]:
 
 
 def genlab_fit(epochs: int, with_run_dir: bool) -> tuple[list[float], float]:
-    from genlab import TrainConfig, VAE, VAEConfig, fit, load_dataset
+    from genlab import VAE, TrainConfig, VAEConfig, fit, load_dataset
 
     data = load_dataset("mnist5k", binarize="static")
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genlab import TrainConfig, VAE, VAEConfig, fit, load_dataset
+from genlab import VAE, TrainConfig, VAEConfig, fit, load_dataset
 
 FAST = dict(epochs=2, batch_size=64, val_fraction=0.1, device="cpu")
 

@@ -1,4 +1,4 @@
-"""The autoencoder: its loss is the likelihood's reconstruction error; it samples from a Gaussian fitted to its codes."""
+"""The autoencoder: its loss is the reconstruction error; it samples from a Gaussian fitted to its codes."""
 
 import math
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genlab import GenlabError, VAE, VAEConfig
+from genlab import VAE, GenlabError, VAEConfig
 from genlab.nets import ConvDecoder, ConvEncoder, resolve_net
 
 

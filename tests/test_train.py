@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from scipy import stats
 
-from genlab import GenlabError, TrainConfig, TrainingDiverged, VAE, VAEConfig, fit, load_dataset
+from genlab import VAE, GenlabError, TrainConfig, TrainingDiverged, VAEConfig, fit, load_dataset
 from genlab.runs import CHECKPOINT, MODEL, read_tensors
 from genlab.train import epoch_order
 
@@ -74,7 +74,8 @@ def test_sigkill_then_resume_ends_with_identical_weights(reference, tmp_path):
     assert proc.returncode == 0, err
     a, b = weights(reference), weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    steps = [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
+    rows = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    steps = [r["step"] for r in rows if r["kind"] == "step"]
     assert steps == sorted(set(steps))  # rows logged after the checkpoint were not duplicated
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
-from genlab import GenlabError, VAE, VAEConfig
+from genlab import VAE, GenlabError, VAEConfig
 
 
 def test_kl_matches_closed_form_and_monte_carlo():

@@ -42,7 +42,8 @@ def save_image_grid(images: torch.Tensor, path: str | Path, ncol: int | None = N
     return path
 
 
-def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None, title: str = "") -> Path:
+def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
+                 title: str = "") -> Path:
     """The first two coordinates of points (N, D), over a reference set in grey."""
     import matplotlib
 

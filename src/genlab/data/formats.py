@@ -286,7 +286,9 @@ def _load_npz(path: Path, spec: DataSpec) -> RawData:
     if key is None and len(arrays) == 1:
         key = next(iter(arrays))
     if key is None:
-        raise GenlabError(f"'{path}' needs an array named x (and optionally y), or x_train/x_test; it has {list(arrays)}.")
+        raise GenlabError(
+            f"'{path}' needs an array named x (and optionally y), or x_train/x_test; it has {list(arrays)}."
+        )
     labels = next((arrays[k] for k in ("y", "labels", "label", "targets") if k in arrays), None)
     return _split_arrays(arrays[key], labels, spec)
 
