@@ -206,3 +206,27 @@ def test_unknown_names_and_options():
         load_dataset("grid25", binarize="static")
     with pytest.raises(GenlabError, match="empty"):
         load_dataset(__import__("tempfile").mkdtemp())
+
+
+def test_random_rotate_scale_keeps_a_centred_disk_and_turns_a_bar():
+    torch.manual_seed(0)
+    from genlab.data.core import random_rotate_scale
+
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    disk = (((yy - 15.5) ** 2 + (xx - 15.5) ** 2) < 64).float()[None, None].repeat(20, 1, 1, 1)
+    turned = random_rotate_scale(disk, 180, 0.0)
+    assert torch.allclose(turned.sum((1, 2, 3)), disk.sum((1, 2, 3)), rtol=0.03)
+    bar = torch.zeros(20, 1, 32, 32)
+    bar[:, :, 15:17, 4:28] = 1
+    rows_lit = (random_rotate_scale(bar, 90, 0.0) > 0.5).any(-1).sum((1, 2))
+    assert rows_lit.max() > 10  # some bars now stand steeply; the original lights 2 rows
+    zoomed = random_rotate_scale(disk, 0, 0.3)
+    assert (zoomed.sum((1, 2, 3)) / disk.sum((1, 2, 3)) - 1).abs().max() > 0.1
+
+
+def test_augmentation_options_are_recorded_and_refused_for_points():
+    data = load_dataset("digits", translate=1, rotate=10.0, scale=0.1, hflip=True)
+    assert (data.meta.translate, data.meta.rotate, data.meta.scale, data.meta.hflip) == (1, 10.0, 0.1, True)
+    assert data.spec.to_dict()["rotate"] == 10.0
+    with pytest.raises(GenlabError, match="apply to images"):
+        load_dataset("ring8", rotate=5.0)

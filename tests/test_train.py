@@ -204,3 +204,23 @@ def test_bad_train_config_values():
     for bad in (dict(epochs=0), dict(lr=-1.0), dict(val_fraction=1.0), dict(device="tpu"), dict(batch_size=2.5)):
         with pytest.raises(GenlabError):
             TrainConfig(**bad)
+
+
+def test_augmentation_never_touches_validation_or_test_data():
+    data = load_dataset("digits", binarize="static", translate=1, rotate=15.0, scale=0.1)
+    n_val = int(round(len(data.train) * 0.1))
+    val_before = data.train.x[-n_val:].numpy().tobytes()
+    test_before = data.test.x.numpy().tobytes()
+    train_before = data.train.x.numpy().tobytes()
+    model = tiny_vae(data)
+    batches = []
+    real_loss = model.loss
+    model.loss = lambda x, y=None: (batches.append(x), real_loss(x, y))[1]
+    fit(model, data, TrainConfig(epochs=2, batch_size=128), progress=False)
+    assert data.train.x[-n_val:].numpy().tobytes() == val_before
+    assert data.test.x.numpy().tobytes() == test_before
+    assert data.train.x.numpy().tobytes() == train_before
+    stored = data.train.x[:-n_val].flatten(1)
+    # most augmented training batches hold images that are not any stored example
+    novel = [not (stored == row.flatten()).all(1).any() for row in batches[0][:20]]
+    assert sum(novel) >= 10 and set(torch.unique(batches[0]).tolist()) <= {0.0, 1.0}

@@ -136,3 +136,44 @@ def test_sample_and_reconstruct_shapes_and_range():
 def test_bad_config_values_raise_genlab_error(bad):
     with pytest.raises(GenlabError):
         VAEConfig(**{"input_shape": (4,), **bad})
+
+
+def test_vampprior_log_prior_is_the_hand_computed_mixture():
+    model = VAE(VAEConfig(input_shape=(2,), latent_dim=1, hidden=(), likelihood="gaussian", prior="vamp",
+                          pseudo_inputs=2))
+    with torch.no_grad():  # q(z | u) = N(u_0, 0.5^2); pseudo-inputs u = (1, 0) and (-2, 0)
+        model.encoder.net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+        model.encoder.net[0].bias.copy_(torch.tensor([0.0, math.log(0.25)]))
+        model.pseudo_raw.copy_(torch.tensor([[1.0, 0.0], [-2.0, 0.0]]))
+
+    def normal_pdf(z, m, s):
+        return math.exp(-0.5 * ((z - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+
+    for z in (0.5, -1.0, 3.0):
+        by_hand = math.log(0.5 * normal_pdf(z, 1.0, 0.5) + 0.5 * normal_pdf(z, -2.0, 0.5))
+        assert model.log_prior(torch.tensor([[z]])).item() == pytest.approx(by_hand, abs=1e-5)
+
+
+def test_vampprior_trains_samples_and_bounds_agree():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(16,), prior="vamp", pseudo_inputs=5))
+    x = torch.rand(10, 1, 8, 8)
+    out = model.loss(x)
+    out["loss"].backward()
+    assert model.pseudo_raw.grad is not None and model.pseudo_raw.grad.abs().sum() > 0
+    assert model.sample(4).shape == (4, 1, 8, 8)
+    with torch.no_grad():
+        assert model.elbo(x, samples=500).mean() <= model.log_likelihood(x, 500).mean() + 0.5
+
+
+def test_kl_warmup_weight_grows_linearly_to_beta():
+    model = constant_decoder_vae("gaussian")
+    warm = VAE(VAEConfig(input_shape=(2,), latent_dim=1, hidden=(), likelihood="gaussian", gaussian_scale=0.5,
+                         kl_warmup_steps=4))
+    warm.load_state_dict(model.state_dict())
+    x = torch.tensor([[1.0, 0.0]])
+    recon_only = model.loss(x)["loss"].item() - KL_BY_HAND
+    losses = [warm.loss(x)["loss"].item() for _ in range(6)]
+    expected = [recon_only + KL_BY_HAND * min(1, (i + 1) / 4) for i in range(6)]
+    assert losses == pytest.approx(expected, abs=1e-5)
+    assert warm.steps_trained.item() == 6

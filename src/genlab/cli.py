@@ -12,8 +12,8 @@ from genlab.errors import GenlabError, TrainingInterrupted
 
 # flags that set model, data and training config fields: flag dest -> (section, field)
 MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
-               "train_samples")
-DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize")
+               "train_samples", "prior", "pseudo_inputs", "kl_warmup_steps")
+DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
                "val_importance_samples", "checkpoint_every", "device")
 
@@ -50,12 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--beta", type=float, help="KL weight (VAE); > 1 for a beta-VAE")
     m.add_argument("--objective", choices=["elbo", "iwae"], help="VAE training objective")
     m.add_argument("--train-samples", type=int, help="importance samples K for --objective iwae")
+    m.add_argument("--prior", choices=["normal", "vamp"], help="VAE prior: N(0, I) or a VampPrior")
+    m.add_argument("--pseudo-inputs", type=int, help="VampPrior components")
+    m.add_argument("--kl-warmup-steps", type=int, help="KL weight grows from 0 to beta over this many steps")
     g = t.add_argument_group("data")
     g.add_argument("--binarize", choices=["none", "static", "dynamic"])
     g.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
     g.add_argument("--color", choices=["auto", "gray", "rgb"])
     g.add_argument("--test-fraction", type=float, help="test share for files without an official split")
     g.add_argument("--standardize", type=_bool, metavar="{true,false}")
+    g.add_argument("--translate", type=int, help="augment: shift training images by up to N pixels")
+    g.add_argument("--rotate", type=float, help="augment: rotate training images by up to N degrees")
+    g.add_argument("--scale", type=float, help="augment: zoom training images by a factor in [1-S, 1+S]")
+    g.add_argument("--hflip", type=_bool, metavar="{true,false}", help="augment: mirror training images left-right")
     r = t.add_argument_group("training")
     r.add_argument("--epochs", type=int)
     r.add_argument("--batch-size", type=int)
@@ -238,7 +245,7 @@ def cmd_sample(args) -> None:
     if out.suffix.lower() == ".npy":
         array = samples.numpy()
         if meta.get("loc") is not None:  # back to the data's own units
-            array = array * np.asarray(meta["scale"], np.float32) + np.asarray(meta["loc"], np.float32)
+            array = array * np.asarray(meta["std"], np.float32) + np.asarray(meta["loc"], np.float32)
         np.save(out, array.astype(np.float32))
     else:
         report.save_samples_picture(samples, meta.get("kind", "image"), out)

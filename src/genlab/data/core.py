@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,11 @@ class DatasetMeta:
     classes: tuple[str, ...] = ()  # class names when the data has labels
     binarize: str = "none"
     translate: int = 0
+    rotate: float = 0.0
+    scale: float = 0.0
+    hflip: bool = False
     loc: tuple[float, ...] | None = None  # standardisation of tabular data (train mean, std)
-    scale: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     @property
     def dim(self) -> int:
@@ -72,6 +76,9 @@ class DataSpec:
     test_fraction: float = 0.2  # for files without an official test split
     standardize: bool | None = None  # tabular data to zero mean, unit variance (None: yes for tabular)
     translate: int = 0  # training images shifted by up to this many pixels, drawn anew for every batch
+    rotate: float = 0.0  # training images rotated by up to this many degrees either way
+    scale: float = 0.0  # training images scaled by a factor in [1 - scale, 1 + scale]
+    hflip: bool = False  # training images mirrored left-right with probability 1/2 (off for digits)
 
     def __post_init__(self):
         if self.binarize not in BINARIZE:
@@ -82,6 +89,10 @@ class DataSpec:
             raise GenlabError(f"size must be an image side between 2 and 1024 pixels, not {self.size!r}.")
         if not (isinstance(self.translate, int) and 0 <= self.translate <= 8):
             raise GenlabError(f"translate must be a pixel count from 0 to 8, not {self.translate!r}.")
+        if not 0 <= self.rotate <= 180:
+            raise GenlabError(f"rotate must be an angle from 0 to 180 degrees, not {self.rotate}.")
+        if not 0 <= self.scale < 1:
+            raise GenlabError(f"scale must be in [0, 1), not {self.scale}.")
         if not 0.0 < self.test_fraction < 1.0:
             raise GenlabError(f"test_fraction must be between 0 and 1, not {self.test_fraction}.")
 
@@ -195,7 +206,7 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
     elif spec.binarize == "dynamic":
         # train stays grey and is drawn anew each epoch (`augment`); the test set is drawn once, fixed
         xte = (np.random.RandomState(0).random_sample(xte.shape) < xte).astype(np.float32)
-    loc = scale = None
+    loc = spread = None
     standardize = spec.standardize if spec.standardize is not None else kind == "tabular"
     if standardize:
         if kind == "image":
@@ -203,18 +214,19 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
         mean, std = xtr.mean(0), xtr.std(0)
         std = np.where(std > 0, std, 1.0).astype(np.float32)
         xtr, xte = (xtr - mean) / std, (xte - mean) / std
-        loc, scale = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    if spec.translate and kind != "image":
-        raise GenlabError(f"translate applies to images, but '{spec.name}' is {kind} data.")
+        loc, spread = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    augmentation = dict(translate=spec.translate, rotate=spec.rotate, scale=spec.scale, hflip=spec.hflip)
+    if kind != "image" and any(augmentation.values()):
+        raise GenlabError(f"translate, rotate, scale and hflip apply to images, but '{spec.name}' is {kind} data.")
     meta = DatasetMeta(
         name=spec.name if spec.name in _REGISTRY else Path(spec.name).name,
         kind=kind,
         shape=tuple(xtr.shape[1:]),
         classes=raw.classes,
         binarize=spec.binarize,
-        translate=spec.translate,
+        **augmentation,
         loc=loc,
-        scale=scale,
+        std=spread,
     )
 
     def to_split(x, y, group=None):
@@ -242,11 +254,31 @@ def augment(x: torch.Tensor, meta: DatasetMeta) -> torch.Tensor:
     """What a training batch looks like this time: random shifts, a fresh Bernoulli draw for dynamic
     binarization. Draws from torch's global RNG (saved in checkpoints). Never applied to validation or test data.
     """
+    if meta.rotate or meta.scale:
+        x = random_rotate_scale(x, meta.rotate, meta.scale)
+        if meta.binarize == "static":  # interpolation made grey pixels: back to the binarized data's values
+            x = (x > 0.5).to(x.dtype)
     if meta.translate:
         x = random_translate(x, meta.translate)
+    if meta.hflip:
+        flip = torch.rand(len(x), device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     if meta.binarize == "dynamic":
         x = torch.bernoulli(x)
     return x
+
+
+def random_rotate_scale(x: torch.Tensor, max_degrees: float, max_scale: float) -> torch.Tensor:
+    """Rotate each image (B, C, H, W) by its own angle in [-max_degrees, max_degrees] and zoom by a factor
+    in [1 - max_scale, 1 + max_scale] about the centre (bilinear, zeros outside)."""
+    b = len(x)
+    angle = (torch.rand(b, device=x.device) * 2 - 1) * math.radians(max_degrees)
+    zoom = 1 + (torch.rand(b, device=x.device) * 2 - 1) * max_scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # the grid maps output to input coordinates
+    zeros = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def random_translate(x: torch.Tensor, max_shift: int) -> torch.Tensor:

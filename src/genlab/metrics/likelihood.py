@@ -66,10 +66,8 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
             for i in range(0, len(x), batch_size):
                 xb = x[i : i + batch_size].to(device)
                 if is_vae:
-                    posterior = model.encode(xb)
+                    recon, kl, posterior = model.elbo_terms(xb)
                     means.append(posterior.loc.cpu())
-                    recon = model.reconstruction_log_prob(xb, posterior)
-                    kl = model.kl_divergence(posterior)
                     sums["recon_loss"] += -recon.sum().item()
                     sums["kl_nats"] += kl.sum().item()
                     sums["elbo_nats"] += (recon - kl).sum().item()

@@ -1,7 +1,8 @@
-"""Variational autoencoder (Kingma & Welling 2014), beta-VAE (Higgins et al. 2017) and the IWAE bound
-(Burda et al. 2016).
+"""Variational autoencoder (Kingma & Welling 2014), beta-VAE (Higgins et al. 2017), the IWAE bound
+(Burda et al. 2016) and the VampPrior (Tomczak & Welling 2018).
 
   encoder: q(z | x) = N(mu(x), diag sigma(x)^2)      prior: p(z) = N(0, I)      decoder: p(x | z)
+  VampPrior: p(z) = 1/K sum_k q(z | u_k), a mixture of the posteriors of K learned pseudo-inputs u_k
   ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z))  <=  log p(x)
   IWAE_K(x) = E[log 1/K sum_k p(x, z_k) / q(z_k | x)], z_k ~ q: non-decreasing in K, -> log p(x)
 """
@@ -18,6 +19,7 @@ from genlab.errors import GenlabError
 from genlab.models.base import LatentConfig, LatentModel, Objective
 
 OBJECTIVES = ("elbo", "iwae")
+PRIORS = ("normal", "vamp")
 MAX_ROWS = 16384  # decoder rows per forward pass when estimating log p(x) with many samples
 
 
@@ -26,9 +28,18 @@ class VAEConfig(LatentConfig):
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
     objective: str = "elbo"  # elbo | iwae
     train_samples: int = 1  # K, importance samples per example for the iwae objective
+    prior: str = "normal"  # normal | vamp
+    pseudo_inputs: int = 500  # K of the VampPrior
+    kl_warmup_steps: int = 0  # the KL weight grows linearly from 0 to beta over this many training steps
 
     def __post_init__(self):
         super().__post_init__()
+        if self.prior not in PRIORS:
+            raise GenlabError(f"prior must be one of {', '.join(PRIORS)}, not '{self.prior}'.")
+        if not (isinstance(self.pseudo_inputs, int) and self.pseudo_inputs >= 1):
+            raise GenlabError(f"pseudo_inputs must be a positive integer, not {self.pseudo_inputs}.")
+        if not (isinstance(self.kl_warmup_steps, int) and self.kl_warmup_steps >= 0):
+            raise GenlabError(f"kl_warmup_steps must be an integer >= 0, not {self.kl_warmup_steps}.")
         if self.objective not in OBJECTIVES:
             raise GenlabError(f"objective must be one of {', '.join(OBJECTIVES)}, not '{self.objective}'.")
         if not self.beta > 0:
@@ -44,6 +55,16 @@ class VAE(LatentModel):
 
     def __init__(self, config: VAEConfig):
         super().__init__(config, encoder_outputs=2 * config.latent_dim)
+        if config.prior == "vamp":
+            # pseudo-inputs live in data space: through a sigmoid for [0, 1] data, as they are otherwise
+            start = torch.randn(config.pseudo_inputs, *config.input_shape) * 0.1
+            self.pseudo_raw = torch.nn.Parameter(start - 2.0 if config.likelihood == "bernoulli" else start)
+        self.register_buffer("steps_trained", torch.zeros((), dtype=torch.int64))  # drives the KL warm-up
+
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The VampPrior's K pseudo-inputs: (K, *input_shape)."""
+        raw = self.pseudo_raw
+        return torch.sigmoid(raw) if self.config.likelihood == "bernoulli" else raw
 
     def encode(self, x: torch.Tensor) -> Normal:
         """x: (B, *input_shape) -> q(z | x), a Normal with loc and scale of shape (B, latent_dim)."""
@@ -66,31 +87,43 @@ class VAE(LatentModel):
         mu, var = posterior.loc, posterior.scale**2
         return 0.5 * (mu**2 + var - 1.0 - torch.log(var)).sum(-1)
 
-    def prior(self, like: torch.Tensor) -> Normal:
-        return Normal(torch.zeros_like(like), torch.ones_like(like), validate_args=False)
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z): (..., latent_dim) -> (...) nats."""
+        if self.config.prior == "normal":
+            return (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+        mixture = self.encode(self.pseudo_inputs())  # K components, each (latent_dim,)
+        log_components = mixture.log_prob(z.unsqueeze(-2)).sum(-1)  # (..., K)
+        return torch.logsumexp(log_components, dim=-1) - math.log(self.config.pseudo_inputs)
+
+    def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) for x: (B, *input_shape), z: (S, B, latent_dim) -> (S, B) nats."""
+        samples = len(z)
+        params = self.decode(z.flatten(0, 1))
+        return self.likelihood.log_prob(params, x.expand(samples, *x.shape).flatten(0, 1)).view(samples, -1)
+
+    def kl_term(self, posterior: Normal, z: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) || p(z)): closed form for the Normal prior, Monte Carlo over z (S, B, L) otherwise. (B,)"""
+        if self.config.prior == "normal":
+            return self.kl_divergence(posterior)
+        return (posterior.log_prob(z).sum(-1) - self.log_prior(z)).mean(0)
+
+    def elbo_terms(self, x: torch.Tensor, samples: int = 1) -> tuple[torch.Tensor, torch.Tensor, Normal]:
+        """E_q[log p(x|z)] (Monte Carlo, `samples` draws) and KL, each (B,) nats, and q(z | x)."""
+        posterior = self.encode(x)
+        z = self.reparameterize(posterior, samples)  # (S, B, L)
+        return self.log_px_given_z(x, z).mean(0), self.kl_term(posterior, z), posterior
 
     def elbo(self, x: torch.Tensor, samples: int = 1, beta: float = 1.0) -> torch.Tensor:
-        """x: (B, *input_shape) -> (B,) nats: E_q[log p(x|z)] (Monte Carlo, `samples` draws) - beta * KL."""
-        posterior = self.encode(x)
-        return self.reconstruction_log_prob(x, posterior, samples) - beta * self.kl_divergence(posterior)
-
-    def reconstruction_log_prob(self, x: torch.Tensor, posterior: Normal, samples: int = 1) -> torch.Tensor:
-        """Monte Carlo E_q[log p(x | z)]: (B,) nats."""
-        z = self.reparameterize(posterior, samples)  # (S, B, L)
-        params = self.decode(z.flatten(0, 1))
-        x_rep = x.expand(samples, *x.shape).flatten(0, 1)
-        return self.likelihood.log_prob(params, x_rep).view(samples, -1).mean(0)
+        """x: (B, *input_shape) -> (B,) nats: E_q[log p(x|z)] - beta * KL."""
+        recon, kl, _ = self.elbo_terms(x, samples)
+        return recon - beta * kl
 
     def log_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:
         """log p(x, z_k) - log q(z_k | x) for z_k ~ q(z | x): (B, samples) nats."""
         posterior = self.encode(x)
         z = self.reparameterize(posterior, samples)  # (K, B, L)
-        params = self.decode(z.flatten(0, 1))
-        x_rep = x.expand(samples, *x.shape).flatten(0, 1)
-        log_px_z = self.likelihood.log_prob(params, x_rep).view(samples, -1)
-        log_pz = self.prior(z).log_prob(z).sum(-1)
         log_qz = posterior.log_prob(z).sum(-1)
-        return (log_px_z + log_pz - log_qz).T
+        return (self.log_px_given_z(x, z) + self.log_prior(z) - log_qz).T
 
     def iwae_bound(self, x: torch.Tensor, samples: int) -> torch.Tensor:
         """The importance-weighted bound log 1/K sum_k w_k with K = samples: (B,) nats."""
@@ -110,9 +143,13 @@ class VAE(LatentModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws z ~ N(0, I), decoded to E[x | z]: (n, *input_shape)."""
-        z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
-        return self.decode_mean(z)
+        """n draws z ~ p(z), decoded to E[x | z]: (n, *input_shape)."""
+        eps = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
+        if self.config.prior == "normal":
+            return self.decode_mean(eps)
+        pick = torch.randint(self.config.pseudo_inputs, (n,), generator=generator).to(self.device)
+        mixture = self.encode(self.pseudo_inputs())
+        return self.decode_mean(mixture.loc[pick] + mixture.scale[pick] * eps)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,10 +161,12 @@ class VAE(LatentModel):
         if c.objective == "iwae":
             bound = self.iwae_bound(x, c.train_samples)
             return {"loss": -bound.mean(), "iwae_nats": bound.mean().detach()}
-        posterior = self.encode(x)
-        recon = self.reconstruction_log_prob(x, posterior)
-        kl = self.kl_divergence(posterior)
-        loss = -(recon - c.beta * kl).mean()
+        recon, kl, _ = self.elbo_terms(x)
+        weight = c.beta
+        if c.kl_warmup_steps and self.training:
+            weight = c.beta * min(1.0, (self.steps_trained.item() + 1) / c.kl_warmup_steps)
+            self.steps_trained += 1
+        loss = -(recon - weight * kl).mean()
         return {"loss": loss, "recon_loss": -recon.mean().detach(), "kl_nats": kl.mean().detach()}
 
     def objectives(self) -> list[Objective]:
