@@ -34,8 +34,10 @@ CONFIGS = {
         model=dict(net="mlp", hidden=(512,), latent_dim=16),
         train=dict(epochs=50, batch_size=100, lr=1e-3),
     ),
+    # genlab's defaults: `genlab train vae --data mnist5k --binarize static` (conv nets, 50 epochs, 10% validation)
+    "default": dict(data=dict(binarize="static"), model=dict(), train=dict()),
     # IWAE objective (K=20), 1-pixel random translations, validation-based model selection
-    "best": dict(
+    "best": dict(  # the `likelihood` recipe (genlab/recipes.py)
         data=dict(binarize="static", translate=1),
         model=dict(net="mlp", hidden=(300, 300), latent_dim=32, objective="iwae", train_samples=20),
         train=dict(epochs=400, batch_size=100, lr=1e-3, val_fraction=0.125, val_importance_samples=20, patience=40),

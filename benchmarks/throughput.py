@@ -7,6 +7,7 @@ plain loop's. genlab is measured twice: in memory (no run directory) and writing
 (checkpoint at every epoch end, metrics log), whose wall time includes that I/O and validation.
 
     python benchmarks/throughput.py                # 3 rounds of 10 epochs each
+    python benchmarks/throughput.py --threads 1    # one core
 """
 
 from __future__ import annotations
@@ -81,16 +82,21 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--block", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.block:
         print(json.dumps(block(args.block, args.epochs)))
         return
     results: dict[str, list[dict]] = {"plain": [], "genlab": [], "genlab-run": []}
     for _ in range(args.rounds):
         for variant in results:
-            out = subprocess.run([sys.executable, __file__, "--block", variant, "--epochs", str(args.epochs)],
-                                 check=True, capture_output=True, text=True).stdout
+            cmd = [sys.executable, __file__, "--block", variant, "--epochs", str(args.epochs)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results[variant].append(json.loads(out))
     # the first epoch of each block warms up; pair the rest position by position
     plain = [r for b in results["plain"] for r in b["rates"][1:]]

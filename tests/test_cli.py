@@ -133,3 +133,16 @@ def test_resume_refuses_changed_options(cli_run, tmp_path, capsys):
     assert main(["train", "vae", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
+
+
+def test_recipe_presets_and_flags_override_them(tmp_path, capsys):
+    out = tmp_path / "best"
+    argv = ["train", "vae", "--data", "digits", "--binarize", "static", "--recipe", "likelihood", "--hidden", "16",
+            "--epochs", "1", "--train-samples", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"]["objective"] == "iwae" and saved["model"]["latent_dim"] == 32  # from the recipe
+    assert saved["model"]["hidden"] == [16] and saved["model"]["train_samples"] == 2  # flags win
+    assert saved["data"]["translate"] == 1 and saved["train"]["epochs"] == 1 and saved["train"]["patience"] == 40
+    expect_user_error(capsys, ["train", "vae", "--data", "digits", "--recipe", "speed"], "unknown recipe")
+    expect_user_error(capsys, ["train", "ae", "--data", "digits", "--recipe", "likelihood"], "vae family")

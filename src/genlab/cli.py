@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=False, help="built-in dataset name or a file/folder path")
     t.add_argument("--out", help="run directory (default runs/FAMILY_DATA)")
     t.add_argument("--config", help="JSON file with 'model', 'data' and 'train' sections; flags override it")
+    t.add_argument("--recipe", help="a named preset (see 'genlab datasets'); the config file and flags override it")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--force", action="store_true", help="replace an existing run in --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -140,6 +141,11 @@ def cmd_datasets(args) -> None:
         print(f"{name:<{width}}  {description}")
     print("\nOr a path: a folder of images (class subfolders = labels), IDX files (MNIST/Fashion-MNIST), "
           "CIFAR-10 binary batches, CSV, NPY or NPZ.")
+    from genlab.recipes import RECIPES
+
+    print("\nRecipes (genlab train FAMILY --recipe NAME):")
+    for name, r in RECIPES.items():
+        print(f"  {name} ({r['family']}): {r['about']}")
 
 
 def cmd_train(args) -> None:
@@ -148,7 +154,11 @@ def cmd_train(args) -> None:
     from genlab.runs import prepare_run_dir, read_config
     from genlab.train import TrainConfig, fit
 
+    from genlab.recipes import recipe
+
+    preset = recipe(args.recipe, args.family) if args.recipe else {}
     file_config = _read_config_file(args.config) if args.config else {}
+    file_config = {k: {**preset.get(k, {}), **file_config.get(k, {})} for k in ("model", "data", "train")}
     flags = vars(args)
     given = lambda names: {k: flags[k] for k in names if flags.get(k) is not None}  # noqa: E731
     model_given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given(MODEL_FLAGS).items()}
