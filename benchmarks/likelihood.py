@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from genlab import VAE, TrainConfig, VAEConfig, evaluate, fit, load_dataset
+from genlab.recipes import recipe
 
 CONFIGS = {
     # pythae's anchor network and budget: 784-512-16 MLP, Adam 1e-3, batch 100, 50 epochs, all 4,000 images
@@ -36,12 +37,8 @@ CONFIGS = {
     ),
     # genlab's defaults: `genlab train vae --data mnist5k --binarize static` (conv nets, 50 epochs, 10% validation)
     "default": dict(data=dict(binarize="static"), model=dict(), train=dict()),
-    # IWAE objective (K=20), 1-pixel random translations, validation-based model selection
-    "best": dict(  # the `likelihood` recipe (genlab/recipes.py)
-        data=dict(binarize="static", translate=1),
-        model=dict(net="mlp", hidden=(300, 300), latent_dim=32, objective="iwae", train_samples=20),
-        train=dict(epochs=400, batch_size=100, lr=1e-3, val_fraction=0.125, val_importance_samples=20, patience=40),
-    ),
+    # the `likelihood` recipe: IWAE (K=20), 1-pixel random translations, validation-based model selection
+    "best": {**recipe("likelihood", "vae"), "data": {**recipe("likelihood", "vae")["data"], "binarize": "static"}},
 }
 
 
@@ -49,7 +46,8 @@ def run_one(name: str, seed: int, importance_samples: int) -> dict:
     c = CONFIGS[name]
     data = load_dataset("mnist5k", **c["data"])
     torch.manual_seed(seed)
-    model = VAE(VAEConfig.for_data(data.meta, **c["model"]))
+    model = VAE(VAEConfig.for_data(data.meta, **{k: tuple(v) if isinstance(v, list) else v
+                                                  for k, v in c["model"].items()}))
     started = time.perf_counter()
     run = fit(model, data, TrainConfig(seed=seed, device="cpu", **c["train"]), progress=False)
     train_s = time.perf_counter() - started
