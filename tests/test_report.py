@@ -16,3 +16,47 @@ def test_image_grid_places_each_image_in_its_cell():
 def test_small_images_are_enlarged():
     grid = image_grid(torch.rand(4, 3, 8, 8), ncol=2, pad=0)
     assert grid.size == (64, 64)
+
+
+def test_html_report_opens_in_headless_chromium(vae_run, digits, tmp_path):
+    """Every image loads, nothing is logged as an error, and the page is not blank."""
+    import os
+    import shutil
+
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from genlab.report import write_report
+
+    browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser_path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser check: install Debian's chromium (.ci/run does)")
+        pytest.skip("chromium is not installed")
+    playwright = pytest.importorskip("playwright.sync_api") if not os.environ.get("CI") else \
+        __import__("playwright.sync_api", fromlist=["sync_playwright"])
+
+    page_file = write_report(vae_run, digits, importance_samples=5)
+    html = page_file.read_text()
+    for section in ("Metrics", "Training curves", "Samples", "Reconstructions", "Latent traversals",
+                    "Interpolations", "Latent map", "Configuration"):
+        assert f"<h2>{section}" in html
+    errors = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_file.resolve().as_uri())
+        page.wait_for_load_state("load")
+        sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        shutil.copy(tmp_path / "report.png", "/tmp/report-shot.png") if os.environ.get("GENLAB_KEEP_SHOT") else None
+        browser.close()
+    assert len(sizes) == 5 + 4 and all(done and width > 0 for done, width in sizes), sizes  # 4 traversal rows
+    assert errors == []
+    shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"), float)
+    assert shot.shape[0] > 900 and shot.std() > 20  # text and pictures, not a blank page

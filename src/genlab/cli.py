@@ -97,6 +97,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--disentanglement", action="store_true",
+                   help="add MIG and DCI (data with known factors, such as 'shapes')")
+
+    v = sub.add_parser("traverse", help="decode while one latent dimension at a time sweeps a range")
+    v.add_argument("run")
+    v.add_argument("--dims", type=int, nargs="+", help="dimensions to sweep (default: --top 8)")
+    v.add_argument("--top", type=int, default=8, help="sweep the K dimensions with the most KL")
+    v.add_argument("--range", type=float, default=3.0, dest="span", help="sweep -R..R prior standard deviations")
+    v.add_argument("--steps", type=int, default=9)
+    v.add_argument("--index", type=int, help="start from the code of this test input (default: the prior mean)")
+    v.add_argument("--out", help="FILE.png; default RUN/traverse.png")
+
+    i = sub.add_parser("interpolate", help="decode the path between the codes of two test inputs")
+    i.add_argument("run")
+    i.add_argument("--from", type=int, default=0, dest="start", help="test input index")
+    i.add_argument("--to", type=int, default=1, dest="end", help="test input index")
+    i.add_argument("--steps", type=int, default=10)
+    i.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
+    i.add_argument("--out", help="FILE.png; default RUN/interpolate.png")
+
+    a = sub.add_parser("latent", help="2-D map of the test codes coloured by label")
+    a.add_argument("run")
+    a.add_argument("--method", choices=["pca", "tsne"], default="pca")
+    a.add_argument("--split", default="test", choices=["train", "test"])
+    a.add_argument("--out", help="FILE.png; default RUN/latent.png")
+
+    o = sub.add_parser("report", help="write RUN/report.html: metrics, curves, samples, traversals, latent map")
+    o.add_argument("run")
+    o.add_argument("--importance-samples", type=int, default=100)
     return p
 
 
@@ -151,10 +180,9 @@ def cmd_datasets(args) -> None:
 def cmd_train(args) -> None:
     from genlab.data import load_dataset
     from genlab.models import FAMILIES
+    from genlab.recipes import recipe
     from genlab.runs import prepare_run_dir, read_config
     from genlab.train import TrainConfig, fit
-
-    from genlab.recipes import recipe
 
     preset = recipe(args.recipe, args.family) if args.recipe else {}
     file_config = _read_config_file(args.config) if args.config else {}
@@ -287,6 +315,10 @@ def cmd_evaluate(args) -> None:
     split = data.split(args.split)
     result = evaluate(run.model, split.x, kind=data.meta.kind, importance_samples=args.importance_samples,
                       batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+    if args.disentanglement:
+        from genlab.metrics.disentanglement import disentanglement
+
+        result.update(disentanglement(run.model, data))
     result = {"run": str(run.path), "family": run.family, "split": args.split, **result}
     if args.json:
         print(json.dumps(result))
@@ -298,10 +330,100 @@ def cmd_evaluate(args) -> None:
         print(f"{key:<20} {shown} {units.get(key, '')}".rstrip())
 
 
+def _png_out(out: str | None, default: Path) -> Path:
+    path = Path(out) if out else default
+    if path.suffix.lower() != ".png":
+        raise GenlabError(f"--out must end in .png, not '{path.name}'.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _image_run(args):
+    from genlab.runs import load_run
+
+    run = load_run(args.run)
+    if (run.config.get("data_meta") or {}).get("kind") != "image":
+        raise GenlabError(f"'{args.command}' draws images; the run '{args.run}' models points or tabular data.")
+    return run
+
+
+def _test_input(data, index: int, split: str = "test"):
+    x = data.split(split).x
+    if not 0 <= index < len(x):
+        raise GenlabError(
+            f"input index {index} is out of range: the {split} split has {len(x)} examples (0..{len(x) - 1})."
+        )
+    return x[index : index + 1]
+
+
+def cmd_traverse(args) -> None:
+    import torch
+
+    from genlab import latent, report
+
+    run = _image_run(args)
+    out = _png_out(args.out, run.path / "traverse.png")
+    data = run.load_data()
+    model = run.model
+    if args.index is not None:
+        base = latent.encode(model, _test_input(data, args.index))[0]
+    elif model.family == "vae":
+        base = torch.zeros(model.config.latent_dim)  # the prior mean
+    else:
+        base = latent.encode(model, data.test.x).mean(0)
+    dims = args.dims if args.dims else latent.top_dimensions(model, data.test.x, min(args.top, model.config.latent_dim))
+    images = latent.traverse(model, base, dims, args.span, args.steps)
+    report.save_image_grid(images, out, ncol=args.steps)
+    print(f"traversal of dimensions {dims} written to {out} (one row per dimension, {args.steps} steps)")
+
+
+def cmd_interpolate(args) -> None:
+    import torch
+
+    from genlab import latent, report
+
+    run = _image_run(args)
+    out = _png_out(args.out, run.path / "interpolate.png")
+    data = run.load_data()
+    codes = latent.encode(run.model, torch.cat([_test_input(data, args.start), _test_input(data, args.end)]))
+    images = latent.interpolate(run.model, codes[0], codes[1], args.steps, spherical=args.slerp)
+    report.save_image_grid(images, out, ncol=args.steps)
+    print(f"interpolation from test input {args.start} to {args.end} written to {out}")
+
+
+def cmd_latent(args) -> None:
+    from genlab import latent, report
+    from genlab.runs import load_run
+
+    run = load_run(args.run)
+    out = _png_out(args.out, run.path / "latent.png")
+    data = run.load_data()
+    split = data.split(args.split)
+    codes = latent.encode(run.model, split.x)
+    coords = latent.map_2d(codes, args.method)
+    title = f"{args.split} codes ({args.method.upper() if codes.shape[1] > 2 else 'as they are'})"
+    report.save_latent_map(coords, split.y, out, data.meta.classes, title)
+    print(f"latent map of {len(codes)} {args.split} codes written to {out}")
+
+
+def cmd_report(args) -> None:
+    from genlab import report
+    from genlab.runs import load_run
+
+    if args.importance_samples < 1:
+        raise GenlabError(f"--importance-samples must be a positive integer, not {args.importance_samples}.")
+    out = report.write_report(load_run(args.run), importance_samples=args.importance_samples)
+    print(f"report written to {out}")
+
+
 COMMANDS = {
     "datasets": cmd_datasets,
     "train": cmd_train,
     "sample": cmd_sample,
     "reconstruct": cmd_reconstruct,
     "evaluate": cmd_evaluate,
+    "traverse": cmd_traverse,
+    "interpolate": cmd_interpolate,
+    "latent": cmd_latent,
+    "report": cmd_report,
 }

@@ -45,11 +45,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, ncol: int | None = N
 def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
                  title: str = "") -> Path:
     """The first two coordinates of points (N, D), over a reference set in grey."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     if reference is not None:
         r = reference.detach().cpu().numpy()
@@ -95,3 +91,158 @@ def save_run_pictures(model, data, path: Path, n: int = 64) -> None:
     inputs = data.test.x[: 32 if kind == "image" else 1000]
     recon = model.reconstruct(inputs.to(model.device)).cpu()
     save_reconstructions_picture(inputs, recon, kind, Path(path) / "reconstructions.png")
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_training_curves(history: list[dict], path: str | Path) -> Path | None:
+    """Per-epoch training loss and validation loss (nats) from a run's metrics rows."""
+    epochs = [r for r in history if r.get("kind") == "epoch"]
+    if not epochs:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    keys = [k for k in ("loss", "val_loss_nats", "d_loss", "g_loss") if any(k in r for r in epochs)]
+    for key in keys:
+        ax.plot([r["epoch"] for r in epochs if key in r], [r[key] for r in epochs if key in r], label=key)
+    kept = next((r.get("kept_epoch") for r in history if r.get("kind") == "end"), None)
+    if kept:
+        ax.axvline(kept, color="0.6", ls="--", lw=1, label=f"kept epoch {kept}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per example")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_latent_map(coords: torch.Tensor, labels: torch.Tensor | None, path: str | Path, classes=(),
+                    title: str = "") -> Path:
+    """A 2-D map of codes, coloured by label when there are labels."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    c = coords.numpy()
+    if labels is None:
+        ax.scatter(c[:, 0], c[:, 1], s=4, c="tab:blue")
+    else:
+        for value in torch.unique(labels).tolist():
+            pick = (labels == value).numpy()
+            name = classes[value] if value < len(classes) else str(value)
+            ax.scatter(c[pick, 0], c[pick, 1], s=4, label=name)
+        ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------- HTML report
+
+REPORT = "report.html"
+UNITS = {"elbo_nats": "nats", "nll_nats": "nats", "recon_loss": "nats", "kl_nats": "nats", "bits_per_dim": "bits/dim"}
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
+img{max-width:100%;image-rendering:pixelated}.note{color:#666;font-size:.9em}"""
+
+
+def _img(path: Path) -> str:
+    """An <img> with the picture embedded, so the report is one self-contained file."""
+    import base64
+
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{Path(path).stem}" src="data:image/png;base64,{data}">'
+
+
+def _table(rows, header=("", "")) -> str:
+    from html import escape
+
+    shown = lambda v: "n/a" if v is None else str(v)  # noqa: E731
+    cells = "".join(f"<tr><td>{escape(shown(a))}</td><td>{escape(shown(b))}</td></tr>" for a, b in rows)
+    return f"<table><tr><th>{escape(header[0])}</th><th>{escape(header[1])}</th></tr>{cells}</table>"
+
+
+@torch.no_grad()
+def write_report(run, data=None, importance_samples: int = 100, progress: bool = False) -> Path:
+    """RUN/report.html: config, training curves, metrics, samples, reconstructions, traversals,
+    interpolations and the latent map, with every picture embedded."""
+    import json
+    import tempfile
+    from html import escape
+
+    from genlab import latent
+    from genlab.metrics import evaluate
+
+    model, path = run.model, Path(run.path)
+    data = data or run.load_data()
+    kind = data.meta.kind
+    test = data.test
+    sections = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        metrics = evaluate(model, test.x, kind=kind, importance_samples=importance_samples, progress=progress)
+        (path / "evaluation.json").write_text(json.dumps({"split": "test", **metrics}) + "\n")
+        rows = [(k, f"{v:.4f} {UNITS.get(k, '')}".strip() if isinstance(v, float) else v) for k, v in metrics.items()]
+        sections.append(("Metrics on the test split", _table(rows, ("metric", "value"))
+                         + f'<p class="note">nll_nats is the IWAE bound with K = {importance_samples}; '
+                         "genlab evaluate --importance-samples 1000 gives the number to compare across papers.</p>"))
+        curves = save_training_curves(run.history, tmp / "curves.png")
+        if curves:
+            sections.append(("Training curves", _img(curves)))
+        samples = model.sample(64 if kind == "image" else 1000, generator=torch.Generator().manual_seed(0)).cpu()
+        sections.append(("Samples", _img(save_samples_picture(samples, kind, tmp / "samples.png",
+                                                              test.x[:1000] if kind != "image" else None))))
+        inputs = test.x[:16] if kind == "image" else test.x[:1000]
+        recon = model.reconstruct(inputs.to(model.device)).cpu()
+        sections.append(("Reconstructions", _img(save_reconstructions_picture(inputs, recon, kind, tmp / "recon.png"))
+                         + ('<p class="note">Each input row is followed by its reconstruction.</p>'
+                            if kind == "image" else "")))
+        codes = latent.encode(model, test.x)
+        if kind == "image":
+            dims = latent.top_dimensions(model, test.x, min(8, codes.shape[1]))
+            kl = latent.kl_per_dimension(model, test.x) if hasattr(model, "kl_divergence") else None
+            base = torch.zeros(codes.shape[1]) if model.family == "vae" else codes.mean(0)
+            rows = []
+            for d in dims:
+                grid = save_image_grid(latent.traverse(model, base, [d]), tmp / f"traverse{d}.png", ncol=9)
+                label = f"z{d}" + (f"<br>KL {kl[d]:.2f} nats" if kl is not None else "")
+                rows.append(f"<tr><td>{label}</td><td>{_img(grid)}</td></tr>")
+            sections.append(("Latent traversals", "<table>" + "".join(rows) + "</table>"
+                             + '<p class="note">Each row sweeps one latent dimension from -3 to +3 prior standard '
+                             "deviations, all others held at the prior mean; dimensions ordered by KL.</p>"))
+            pairs = [(2 * i, 2 * i + 1) for i in range(4)]
+            interps = torch.cat([latent.interpolate(model, codes[a], codes[b], 10) for a, b in pairs])
+            sections.append(("Interpolations", _img(save_image_grid(interps, tmp / "interp.png", ncol=10))
+                             + '<p class="note">Linear paths between the codes of test images 0-1, 2-3, 4-5, 6-7.'
+                             "</p>"))
+        coords = latent.map_2d(codes)
+        title = "test codes (PCA)" if codes.shape[1] > 2 else "test codes"
+        picture = save_latent_map(coords, test.y, tmp / "map.png", data.meta.classes, title)
+        sections.append(("Latent map", _img(picture)))
+        config_rows = [(f"{section}.{k}", v) for section in ("model", "data", "train")
+                       for k, v in (run.config.get(section) or {}).items()]
+        sections.append(("Configuration", _table(config_rows, ("setting", "value"))))
+    title = f"genlab {run.family} on {data.meta.name}"
+    body = "".join(f"<h2>{escape(name)}</h2>\n{html}\n" for name, html in sections)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
+            f"<p class='note'>{escape(str(path))} &middot; genlab {escape(run.config.get('genlab_version', ''))} "
+            f"&middot; torch {escape(run.config.get('torch_version', ''))}</p>{body}</body></html>")
+    out = path / REPORT
+    out.write_text(page)
+    return out

@@ -25,6 +25,7 @@ class DatasetMeta:
     kind: str  # "image" | "tabular" | "points"
     shape: tuple[int, ...]  # one example: (C, H, W) for images, (D,) otherwise
     classes: tuple[str, ...] = ()  # class names when the data has labels
+    factors: tuple[str, ...] = ()  # names of the known generating factors (procedural data)
     binarize: str = "none"
     translate: int = 0
     rotate: float = 0.0
@@ -43,13 +44,14 @@ class Split:
     x: torch.Tensor  # float32; images (N, C, H, W) in [0, 1], otherwise (N, D)
     y: torch.Tensor | None = None  # (N,) int64 labels
     group: torch.Tensor | None = None  # (N,) int64 nuisance/group ids
+    factors: torch.Tensor | None = None  # (N, F) int64 values of known generating factors
 
     def __len__(self) -> int:
         return len(self.x)
 
     def subset(self, index) -> Split:
         pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return Split(self.x[index], pick(self.y), pick(self.group))
+        return Split(self.x[index], pick(self.y), pick(self.group), pick(self.factors))
 
 
 @dataclass
@@ -168,7 +170,7 @@ def split_by_permutation(x: np.ndarray, y: np.ndarray | None, n_train: int):
 class RawData:
     """What a builder or file loader hands back, before the common options are applied."""
 
-    train: tuple  # (x, y or None), numpy; images (N, C, H, W) float in [0, 1]
+    train: tuple  # (x, y or None[, factors]), numpy; images (N, C, H, W) float in [0, 1]
     test: tuple
     kind: str
     classes: tuple[str, ...] = ()
@@ -183,7 +185,7 @@ def n_train_for(n: int, spec: DataSpec) -> int:
 
 
 def _finish(raw: RawData, spec: DataSpec) -> Dataset:
-    (xtr, ytr), (xte, yte) = raw.train, raw.test
+    (xtr, ytr, *ftr), (xte, yte, *fte) = raw.train, raw.test
     xtr, xte = np.asarray(xtr, dtype=np.float32), np.asarray(xte, dtype=np.float32)
     for split, x in (("train", xtr), ("test", xte)):
         if len(x) == 0:
@@ -223,17 +225,19 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
         kind=kind,
         shape=tuple(xtr.shape[1:]),
         classes=raw.classes,
+        factors=tuple(raw.extra.get("factor_names", ())),
         binarize=spec.binarize,
         **augmentation,
         loc=loc,
         std=spread,
     )
 
-    def to_split(x, y, group=None):
-        yt = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.int64)
-        return Split(torch.from_numpy(np.ascontiguousarray(x)), yt, group)
+    def to_split(x, y, factors):
+        as_long = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        return Split(x, as_long(y), None, as_long(factors[0] if factors else None))
 
-    return Dataset(to_split(xtr, ytr), to_split(xte, yte), meta, spec)
+    return Dataset(to_split(xtr, ytr, ftr), to_split(xte, yte, fte), meta, spec)
 
 
 def _reshape_images(x: np.ndarray, spec: DataSpec) -> np.ndarray:

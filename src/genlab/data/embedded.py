@@ -82,3 +82,61 @@ def _mixture(name: str) -> RawData:
     x, mode = gaussian_mixture(centers(), std, 10_000, seed=0)
     classes = tuple(f"mode {i}" for i in range(len(centers())))
     return RawData(*split_by_permutation(x, mode, 8000), kind="points", classes=classes)
+
+
+SHAPE_FACTORS = {
+    "shape": ("square", "ellipse", "triangle"),
+    "scale": tuple(np.linspace(0.5, 1.0, 6)),
+    "rotation": tuple(np.linspace(0, 90, 8, endpoint=False)),  # degrees
+    "x": tuple(np.linspace(8, 24, 8)),  # pixel centre on a 32 x 32 canvas
+    "y": tuple(np.linspace(8, 24, 8)),
+}
+
+
+def _outline(shape: str) -> np.ndarray:
+    if shape == "square":
+        return np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], float)
+    if shape == "triangle":
+        a = np.radians([90, 210, 330])
+        return 1.3 * np.stack([np.cos(a), np.sin(a)], 1)
+    a = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    return np.stack([1.4 * np.cos(a), 0.7 * np.sin(a)], 1)
+
+
+def render_shape(shape: str, scale: float, rotation: float, x: float, y: float, size: int = 32) -> np.ndarray:
+    """One white shape on black, (size, size) in [0, 1], drawn 4x larger and averaged down (anti-aliased)."""
+    from PIL import Image, ImageDraw
+
+    zoom = 4
+    a = np.radians(rotation)
+    turn = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    points = (_outline(shape) * 5.0 * scale) @ turn.T + np.array([x, y])
+    canvas = Image.new("L", (size * zoom, size * zoom), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(p) for p in points * zoom], fill=255)
+    return np.asarray(canvas.resize((size, size), Image.Resampling.BOX), np.float32) / 255.0
+
+
+@register("shapes", "9,216 procedural 32x32 shapes with known factors (shape, scale, rotation, x, y), "
+          "dSprites-like, for disentanglement metrics; 7,680 train / 1,536 test")
+def shapes(spec: DataSpec) -> RawData:
+    cached = cache_dir() / "shapes-v1.npz"
+    grid = np.stack(np.meshgrid(*[np.arange(len(v)) for v in SHAPE_FACTORS.values()], indexing="ij"), -1)
+    factors = grid.reshape(-1, len(SHAPE_FACTORS))
+    try:
+        with np.load(cached) as f:
+            x = f["x"]
+    except (OSError, KeyError, ValueError):
+        values = list(SHAPE_FACTORS.values())
+        x = np.stack([render_shape(values[0][f[0]], *(float(values[i][f[i]]) for i in range(1, 5)))
+                      for f in factors])[:, None]
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez_compressed(tmp, x=x)
+            os.replace(tmp, cached)
+        except OSError:
+            pass
+    perm = np.random.RandomState(0).permutation(len(x))
+    tr, te = perm[:7680], perm[7680:]
+    return RawData((x[tr], factors[tr, 0], factors[tr]), (x[te], factors[te, 0], factors[te]), kind="image",
+                   classes=SHAPE_FACTORS["shape"], extra={"factor_names": tuple(SHAPE_FACTORS)})
