@@ -15,7 +15,7 @@ MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gauss
                "train_samples", "prior", "pseudo_inputs", "kl_warmup_steps")
 DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
-               "val_importance_samples", "checkpoint_every", "device")
+               "val_importance_samples", "checkpoint_every", "device", "tensorboard")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--val-importance-samples", type=int)
     r.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (also at every epoch end)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--tensorboard", action="store_const", const=True,
+                   help="also log to RUN/tensorboard (pip install 'genlab[tensorboard]')")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -49,6 +50,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at every epoch end
     log_every: int = 50  # steps between step rows in metrics.jsonl
     device: str = "auto"  # auto | cpu | cuda
+    tensorboard: bool = False  # also log scalars and sample grids to RUN/tensorboard (pip install genlab[tensorboard])
 
     def __post_init__(self):
         def check(ok, message):
@@ -178,6 +180,7 @@ def fit(
     device = resolve_device(config.device)
     train, val = split_validation(data.train, config.val_fraction)
     model.check_data(data.train.x)
+    writer_class = _tensorboard_writer_class(out) if config.tensorboard else None
     run_config = {
         "genlab_version": runs.genlab_version(),
         "torch_version": torch.__version__,
@@ -215,7 +218,7 @@ def fit(
     static_weights = None if weights is None or callable(weights) else check_weights(weights, len(train))
     n, bs = len(train), config.batch_size
     steps_per_epoch = math.ceil(n / bs)
-    log = _MetricsLog(path)
+    log = _MetricsLog(path, writer_class(str(path / "tensorboard")) if writer_class else None)
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.step, disable=not progress,
                file=sys.stderr, dynamic_ncols=True, desc=f"train {model.family}", unit="step")
 
@@ -278,6 +281,7 @@ def fit(
             state.batch = 0
             order = None
             log.write(row)
+            log.images(model, data.meta.kind, state.epoch)
             bar.set_postfix(epoch=state.epoch, loss=f"{row.get('loss', math.nan):.4g}", refresh=True)
             checkpoint()
 
@@ -420,18 +424,49 @@ def _prefixed(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-class _MetricsLog:
-    """metrics.jsonl, appended line by line (kept in memory too)."""
+def _tensorboard_writer_class(out):
+    """TensorBoard's SummaryWriter, checked before anything is written."""
+    if out is None:
+        raise GenlabError("TensorBoard logging writes into the run directory; give fit an `out` folder.")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise GenlabError(
+            "TensorBoard logging needs the tensorboard package: pip install 'genlab[tensorboard]', "
+            "or train without --tensorboard."
+        ) from None
+    return SummaryWriter
 
-    def __init__(self, path: Path | None):
+
+class _MetricsLog:
+    """metrics.jsonl, appended line by line (kept in memory too), and TensorBoard when asked for."""
+
+    def __init__(self, path: Path | None, tensorboard=None):
         self.file = None if path is None else path / runs.METRICS
         self.rows: list[dict] = []
+        self.tensorboard = tensorboard
 
     def write(self, row: dict) -> None:
         self.rows.append(row)
         if self.file is not None:
             with open(self.file, "a") as f:
                 f.write(json.dumps(row) + "\n")
+        if self.tensorboard is not None and row.get("kind") in ("step", "epoch"):
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("kind", "step", "epoch"):
+                    self.tensorboard.add_scalar(f"{row['kind']}/{key}", value, row["step"])
+            self.tensorboard.flush()
+
+    def images(self, model, kind: str, epoch: int) -> None:
+        if self.tensorboard is None or kind != "image":
+            return
+        from genlab.report import image_grid
+
+        was_training = model.training
+        samples = model.sample(64, generator=torch.Generator().manual_seed(0))
+        model.train(was_training)
+        grid = torch.from_numpy(np.asarray(image_grid(samples))).permute(2, 0, 1)
+        self.tensorboard.add_image("samples", grid, epoch)
 
 
 def _truncate_metrics(file: Path, step: int) -> None:
