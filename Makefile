@@ -18,9 +18,12 @@ demo: $(STAMP)
 	$(BIN)/genlab train vae --data mnist5k --binarize static --epochs 20 --out runs/demo --force --no-progress
 	$(BIN)/genlab sample runs/demo -n 64 --out runs/demo/samples.png
 	$(BIN)/genlab reconstruct runs/demo --out runs/demo/reconstructions.png
-	$(BIN)/genlab evaluate runs/demo --importance-samples 100 --json --no-progress > runs/demo/evaluation.json
+	$(BIN)/genlab traverse runs/demo --top 8 --out runs/demo/traverse.png
+	$(BIN)/genlab interpolate runs/demo --from 0 --to 1 --out runs/demo/interpolate.png
+	$(BIN)/genlab latent runs/demo --out runs/demo/latent.png
+	$(BIN)/genlab report runs/demo
 	@cat runs/demo/evaluation.json
-	@echo "demo run written to runs/demo/ (samples.png, reconstructions.png, evaluation.json, metrics.jsonl)"
+	@echo "demo run in runs/demo/: open runs/demo/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
