@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gauss
                "train_samples", "prior", "pseudo_inputs", "kl_warmup_steps")
 DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
-               "val_importance_samples", "checkpoint_every", "device", "tensorboard")
+               "val_importance_samples", "checkpoint_every", "device", "tensorboard", "precision", "workers")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--val-importance-samples", type=int)
     r.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (also at every epoch end)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast precision (fp16: CUDA only)")
+    r.add_argument("--workers", type=int, help="DataLoader worker processes for data streamed from disk")
+    r.add_argument("--nproc", type=int, help="train in N processes (torchrun + DistributedDataParallel)")
     r.add_argument("--tensorboard", action="store_const", const=True,
                    help="also log to RUN/tensorboard (pip install 'genlab[tensorboard]')")
 
@@ -131,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _without_option(argv: list[str], option: str) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
 def _bool(text: str) -> bool:
     if text.lower() in ("true", "yes", "1"):
         return True
@@ -140,11 +156,16 @@ def _bool(text: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage mistake already printed as one line
         return e.code if isinstance(e.code, int) else 2
     try:
+        if getattr(args, "nproc", None) and args.nproc > 1:
+            from genlab.distributed import launch
+
+            return launch(args.nproc, _without_option(argv, "--nproc"))
         return COMMANDS[args.command](args) or 0
     except TrainingInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
@@ -229,6 +250,8 @@ def cmd_train(args) -> None:
     model = model_cls(build_config(config_cls, model_config, args.family))
     out = Path(args.out or f"runs/{args.family}_{Path(data.meta.name).stem}")
     run = fit(model, data, config, out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 speaks for the run
     end = run.history[-1] if run.history else {}
     kept = end.get("kept_epoch")
     val = end.get("best_val_loss_nats")

@@ -129,16 +129,15 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
 # ---------------------------------------------------------------------------------------------- runs
 
 
-def prepare_run_dir(path: Path, *, resume: bool, force: bool) -> Path:
-    """Create the run folder; an existing run is refused unless resuming or forced (which clears it)."""
+def check_run_dir(path: Path, *, resume: bool, force: bool) -> None:
+    """Raise GenlabError when training into `path` must be refused; changes nothing."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise GenlabError(f"'{path}' exists and is not a folder; choose another --out.")
     if resume:
         if not (path / CHECKPOINT).is_file():
             raise GenlabError(f"nothing to resume in '{path}': it has no {CHECKPOINT}. Train without --resume.")
-        return path
-    if path.exists() and any(path.iterdir()):
+    elif path.exists() and any(path.iterdir()):
         if not force:
             raise GenlabError(
                 f"'{path}' already holds files; use --resume to continue that run, --force to replace it, "
@@ -146,6 +145,15 @@ def prepare_run_dir(path: Path, *, resume: bool, force: bool) -> Path:
             )
         if not (path / CONFIG).is_file():
             raise GenlabError(f"'{path}' is not a genlab run; --force only replaces runs. Choose another --out.")
+
+
+def prepare_run_dir(path: Path, *, resume: bool, force: bool) -> Path:
+    """Create the run folder; an existing run is refused unless resuming or forced (which clears it)."""
+    path = Path(path)
+    check_run_dir(path, resume=resume, force=force)
+    if resume:
+        return path
+    if path.exists() and any(path.iterdir()):
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -28,9 +28,11 @@ from tqdm.auto import tqdm
 from genlab import runs
 from genlab.configs import build_config
 from genlab.data.core import Dataset, Split, augment
+from genlab.distributed import World
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "cosine")
 Weights = torch.Tensor | Callable[[torch.nn.Module, Split], torch.Tensor] | None
 
@@ -51,6 +53,8 @@ class TrainConfig:
     log_every: int = 50  # steps between step rows in metrics.jsonl
     device: str = "auto"  # auto | cpu | cuda
     tensorboard: bool = False  # also log scalars and sample grids to RUN/tensorboard (pip install genlab[tensorboard])
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler, CUDA only)
+    workers: int = 0  # DataLoader worker processes for data streamed from disk
 
     def __post_init__(self):
         def check(ok, message):
@@ -71,6 +75,8 @@ class TrainConfig:
         check(positive_int(self.checkpoint_every), "checkpoint_every must be a positive integer")
         check(positive_int(self.log_every), "log_every must be a positive integer")
         check(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, not '{self.device}'")
+        check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
+        check(isinstance(self.workers, int) and self.workers >= 0, "workers must be an integer >= 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -177,7 +183,16 @@ def fit(
     (model, train split) -> weights called at the start of every epoch; rare examples drawn more often.
     """
     config = config or TrainConfig()
-    device = resolve_device(config.device)
+    world, device = World.from_environment(resolve_device(config.device))
+    try:
+        return _fit(model, data, config, out, resume, force, weights, progress, world, device)
+    finally:
+        world.close()
+
+
+def _fit(model, data, config, out, resume, force, weights, progress, world: World, device) -> runs.Run:
+    if config.precision == "fp16" and device.type != "cuda":
+        raise GenlabError("fp16 needs a CUDA GPU; on CPU use --precision bf16 or fp32.")
     train, val = split_validation(data.train, config.val_fraction)
     model.check_data(data.train.x)
     writer_class = _tensorboard_writer_class(out) if config.tensorboard else None
@@ -190,17 +205,22 @@ def fit(
         "data_meta": dataclasses.asdict(data.meta),
         "train": config.to_dict(),
     }
-    path = None
+    path = None  # where checkpoints are read; only rank 0 writes
     if out is not None:
-        path = runs.prepare_run_dir(Path(out), resume=resume, force=force)
+        path = Path(out)
+        runs.check_run_dir(path, resume=resume, force=force)  # every rank: the same verdict, no rank left waiting
+        world.barrier()  # all ranks have looked before rank 0 changes anything
         if resume:
             _check_same_run(runs.read_config(path), run_config, path)
-        else:
+        elif world.main:
+            runs.prepare_run_dir(path, resume=False, force=force)
             runs.write_json(path / runs.CONFIG, run_config)
+        world.barrier()
     elif resume:
         raise GenlabError("resume needs the run directory (out) to resume from.")
+    writes = path if world.main else None
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed + world.rank)  # ranks draw different noise for their shards
     model.to(device).train()
     objectives = model.objectives()
     optimizers = [
@@ -208,23 +228,30 @@ def fit(
         for o in objectives
     ]
     base_lrs = [o.lr or config.lr for o in objectives]
+    runners = [world.wrap(o, device) for o in objectives]
+    scalers = [torch.amp.GradScaler(device.type, enabled=config.precision == "fp16") for _ in objectives]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16,
+                              enabled=config.precision != "fp32")
     state, best, order = _State(), None, None
     if resume:
-        state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers)
-        _truncate_metrics(path / runs.METRICS, state.step)
+        state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers, world.rank)
+        if world.main:
+            _truncate_metrics(path / runs.METRICS, state.step)
 
     x_train = train.x.to(device)
     y_train = None if train.y is None else train.y.to(device)
     static_weights = None if weights is None or callable(weights) else check_weights(weights, len(train))
     n, bs = len(train), config.batch_size
     steps_per_epoch = math.ceil(n / bs)
-    log = _MetricsLog(path, writer_class(str(path / "tensorboard")) if writer_class else None)
-    bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.step, disable=not progress,
+    log = _MetricsLog(writes, writer_class(str(path / "tensorboard")) if writer_class and writes else None)
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.step, disable=not progress or not world.main,
                file=sys.stderr, dynamic_ncols=True, desc=f"train {model.family}", unit="step")
 
     def checkpoint():
         if path is not None:
-            _save_checkpoint(path / runs.CHECKPOINT, model, optimizers, state, best, order)
+            rng = world.gather(torch.get_rng_state())  # collective: every rank takes part
+            if world.main:
+                _save_checkpoint(path / runs.CHECKPOINT, model, optimizers, state, best, order, rng)
 
     with _StopFlag() as stop, bar:
         while state.epoch < config.epochs and state.stop_reason is None:
@@ -237,26 +264,30 @@ def fit(
             sums: dict[str, float] = {}
             started, seen, count = time.perf_counter(), 0, 0
             for b in range(state.batch, steps_per_epoch):
-                index = order[b * bs : (b + 1) * bs]
+                batch = order[b * bs : (b + 1) * bs]
+                index = world.shard(batch)
                 x = augment(x_train[index], data.meta)
                 y = None if y_train is None else y_train[index]
                 factor = learning_rate_factor(config.lr_schedule, state.step, config.epochs * steps_per_epoch)
                 for optimizer, base_lr in zip(optimizers, base_lrs):
                     for group in optimizer.param_groups:
                         group["lr"] = base_lr * factor
-                values = _step(objectives, optimizers, x, y, state, path)
+                with autocast:
+                    values, stopping = _step(runners, objectives, optimizers, scalers, x, y, state, path, world,
+                                             stop.signum is not None)
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
-                seen, count = seen + len(index), count + 1
+                seen, count = seen + len(batch), count + 1
                 state.step += 1
                 state.batch = b + 1
                 bar.update()
                 if state.step % config.log_every == 0:
                     log.write({"kind": "step", "step": state.step, "epoch": state.epoch + 1, **values})
                     bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
-                if stop.signum is not None:
+                if stopping:
                     checkpoint()
-                    _write_best(path, model, best)
+                    if world.main:
+                        _write_best(path, model, best)
                     where = f" Resume with: genlab train ... --out {path} --resume" if path else ""
                     raise TrainingInterrupted(f"training stopped at step {state.step}; a checkpoint was saved.{where}")
                 if state.step % config.checkpoint_every == 0:
@@ -299,22 +330,24 @@ def fit(
         "stopped_early": state.stop_reason,
     }
     log.write(summary)
-    if path is not None:
+    if writes is not None:
         runs.save_model(path / runs.MODEL, model)
         from genlab import report
 
         report.save_run_pictures(model, data, path)
+    world.barrier()
     return runs.Run(model, run_config, path, log.rows)
 
 
-def _step(objectives, optimizers, x, y, state: _State, path) -> dict[str, float]:
+def _step(runners, objectives, optimizers, scalers, x, y, state: _State, path, world: World, stop: bool):
+    """One update of each objective due at this step; returns the logged values and whether to stop."""
     values: dict[str, float] = {}
-    for objective, optimizer in zip(objectives, optimizers):
+    for runner, objective, optimizer, scaler in zip(runners, objectives, optimizers, scalers):
         if state.step % objective.every:
             continue
-        out = objective.loss(x, y)
+        out = runner(x, y)
         loss = out["loss"]
-        value = loss.item()
+        value, stop = world.agree(loss, stop)  # every rank sees the same loss: all stop together on NaN
         if not math.isfinite(value):
             kept = f"the last good checkpoint is kept in {path}" if path else "no checkpoint was written"
             raise TrainingDiverged(
@@ -322,8 +355,9 @@ def _step(objectives, optimizers, x, y, state: _State, path) -> dict[str, float]
                 f"training stopped and {kept}. Lower the learning rate (--lr) or check the data."
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         prefix = "" if len(objectives) == 1 else f"{objective.name}_"
         values[f"{prefix}loss"] = value
         for k, v in out.items():
@@ -331,16 +365,20 @@ def _step(objectives, optimizers, x, y, state: _State, path) -> dict[str, float]
                 values[f"{prefix}{k}"] = float(v)
     if "loss" not in values:  # several objectives: the first one's loss stands for the step
         values["loss"] = next(v for k, v in values.items() if k.endswith("loss"))
-    return values
+    return values, stop
 
 
 @torch.no_grad()
 def _mean_validation_loss(model, val: Split, config: TrainConfig, device, batch_size: int = 500) -> float:
+    """Mean validation loss, with its Monte Carlo noise fixed by the seed: every epoch (and every rank)
+    scores with the same draws, so epochs are compared on the model alone."""
     model.eval()
     total = 0.0
-    for i in range(0, len(val), batch_size):
-        x = val.x[i : i + batch_size].to(device)
-        total += model.validation_loss(x, config.val_importance_samples).sum().item()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        for i in range(0, len(val), batch_size):
+            x = val.x[i : i + batch_size].to(device)
+            total += model.validation_loss(x, config.val_importance_samples).sum().item()
     return total / len(val)
 
 
@@ -368,13 +406,13 @@ def _write_best(path, model, best) -> None:
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def _save_checkpoint(file: Path, model, optimizers, state: _State, best, order) -> None:
+def _save_checkpoint(file: Path, model, optimizers, state: _State, best, order, rng: list[torch.Tensor]) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if best is not None:
         tensors.update({f"best.{k}": v for k, v in best.items()})
     if order is not None:
         tensors["order"] = order
-    tensors["rng.cpu"] = torch.get_rng_state()
+    tensors.update({f"rng.cpu.{rank}": r for rank, r in enumerate(rng)})
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     groups, scalars = [], {}
@@ -391,7 +429,7 @@ def _save_checkpoint(file: Path, model, optimizers, state: _State, best, order) 
     runs.save_tensors(file, tensors, {"kind": "checkpoint", "state": json.dumps(meta)})
 
 
-def _load_checkpoint(file: Path, model, optimizers):
+def _load_checkpoint(file: Path, model, optimizers, rank: int = 0):
     tensors, metadata = runs.read_tensors(file, "checkpoint")
     try:
         meta = json.loads(metadata["state"])
@@ -412,7 +450,9 @@ def _load_checkpoint(file: Path, model, optimizers):
                 if "betas" in g:
                     g["betas"] = tuple(g["betas"])
             opt.load_state_dict({"state": per_param, "param_groups": groups})
-        torch.set_rng_state(tensors["rng.cpu"])
+        if f"rng.cpu.{rank}" not in tensors:
+            raise GenlabError(f"the checkpoint '{file}' was written by fewer processes; resume with the same number.")
+        torch.set_rng_state(tensors[f"rng.cpu.{rank}"])
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
     except (KeyError, ValueError, TypeError, IndexError, json.JSONDecodeError) as e:

@@ -1,0 +1,33 @@
+"""Several processes through torchrun: the same weights as one process on the same global batch."""
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from genlab.runs import MODEL, read_tensors
+
+TRAIN = ["train", "ae", "--data", "mnist5k", "--net", "mlp", "--hidden", "32", "--latent-dim", "4", "--epochs", "2",
+         "--batch-size", "100", "--val-fraction", "0", "--seed", "1", "--no-progress"]
+
+
+def genlab(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "genlab", *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    genlab(*TRAIN, "--out", str(tmp_path / "one"))
+    genlab(*TRAIN, "--nproc", "2", "--out", str(tmp_path / "two"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # one run directory per run
+    a = read_tensors(tmp_path / "one" / MODEL, "model")[0]
+    b = read_tensors(tmp_path / "two" / MODEL, "model")[0]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), (k, (a[k] - b[k]).abs().max())
+    rows = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"kind": "epoch"' in r for r in rows) == 2  # rank 0 alone logged
