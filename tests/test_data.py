@@ -230,3 +230,24 @@ def test_augmentation_options_are_recorded_and_refused_for_points():
     assert data.spec.to_dict()["rotate"] == 10.0
     with pytest.raises(GenlabError, match="apply to images"):
         load_dataset("ring8", rotate=5.0)
+
+
+def write_folder(root, n=24):
+    rng = np.random.RandomState(0)
+    for label in ("a", "b"):
+        (root / label).mkdir()
+        for i in range(n // 2):
+            Image.fromarray(rng.randint(0, 256, (12, 12), dtype=np.uint8)).save(root / label / f"{i}.png")
+
+
+def test_streamed_and_in_memory_folders_give_the_same_data(tmp_path):
+    write_folder(tmp_path)
+    memory = load_dataset(tmp_path, stream="never", binarize="static")
+    disk = load_dataset(tmp_path, stream="always", binarize="static")
+    assert torch.is_tensor(memory.train.x) and not torch.is_tensor(disk.train.x)
+    assert disk.meta == memory.meta and torch.equal(disk.train.y, memory.train.y)
+    index = torch.tensor([3, 0, 7, 7, 1])
+    assert torch.equal(disk.train.x[index], memory.train.x[index])
+    assert torch.equal(disk.test.x[0:3], memory.test.x[0:3])
+    auto = load_dataset(tmp_path, memory_budget_mb=1)  # 24 images of 12x12 fit easily: in memory
+    assert torch.is_tensor(auto.train.x)

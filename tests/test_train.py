@@ -224,3 +224,18 @@ def test_augmentation_never_touches_validation_or_test_data():
     # most augmented training batches hold images that are not any stored example
     novel = [not (stored == row.flatten()).all(1).any() for row in batches[0][:20]]
     assert sum(novel) >= 10 and set(torch.unique(batches[0]).tolist()) <= {0.0, 1.0}
+
+
+def test_streamed_folder_trains_to_the_same_weights_as_in_memory(tmp_path):
+    from test_data import write_folder
+
+    (tmp_path / "imgs").mkdir()
+    write_folder(tmp_path / "imgs", n=40)
+    results = []
+    for stream, workers in (("never", 0), ("always", 2)):
+        data = load_dataset(tmp_path / "imgs", stream=stream, binarize="static")
+        torch.manual_seed(0)
+        model = VAE(VAEConfig.for_data(data.meta, latent_dim=2, hidden=(8,)))
+        fit(model, data, TrainConfig(epochs=2, batch_size=8, workers=workers), progress=False)
+        results.append(model.state_dict())
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])

@@ -14,7 +14,8 @@ from genlab.errors import GenlabError, TrainingInterrupted
 # flags that set model, data and training config fields: flag dest -> (section, field)
 MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
                "train_samples", "prior", "pseudo_inputs", "kl_warmup_steps")
-DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip")
+DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip",
+              "stream", "memory_budget_mb")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
                "val_importance_samples", "checkpoint_every", "device", "tensorboard", "precision", "workers")
 
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rotate", type=float, help="augment: rotate training images by up to N degrees")
     g.add_argument("--scale", type=float, help="augment: zoom training images by a factor in [1-S, 1+S]")
     g.add_argument("--hflip", type=_bool, metavar="{true,false}", help="augment: mirror training images left-right")
+    g.add_argument("--stream", choices=["auto", "always", "never"],
+                   help="read an image folder from disk batch by batch (auto: when larger than the memory budget)")
+    g.add_argument("--memory-budget-mb", type=int, help="in-memory size above which --stream auto streams")
     r = t.add_argument_group("training")
     r.add_argument("--epochs", type=int)
     r.add_argument("--batch-size", type=int)

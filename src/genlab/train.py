@@ -263,10 +263,11 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                 order = epoch_order(n, config.seed, state.epoch, w).to(device)
             sums: dict[str, float] = {}
             started, seen, count = time.perf_counter(), 0, 0
-            for b in range(state.batch, steps_per_epoch):
-                batch = order[b * bs : (b + 1) * bs]
-                index = world.shard(batch)
-                x = augment(x_train[index], data.meta)
+            first = state.batch
+            batches = [order[b * bs : (b + 1) * bs] for b in range(first, steps_per_epoch)]
+            for b, batch, (index, x) in zip(range(first, steps_per_epoch), batches, _read(x_train, batches, world,
+                                                                                        config.workers, device)):
+                x = augment(x, data.meta)
                 y = None if y_train is None else y_train[index]
                 factor = learning_rate_factor(config.lr_schedule, state.step, config.epochs * steps_per_epoch)
                 for optimizer, base_lr in zip(optimizers, base_lrs):
@@ -337,6 +338,19 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
         report.save_run_pictures(model, data, path)
     world.barrier()
     return runs.Run(model, run_config, path, log.rows)
+
+
+def _read(x_train, batches: list[torch.Tensor], world: World, workers: int, device):
+    """(this rank's example indices, their inputs on the device) for each global batch, in order.
+
+    Tensors in memory are indexed directly; data streamed from disk goes through a DataLoader whose
+    workers decode the same batches, in the same order.
+    """
+    shards = [world.shard(batch) for batch in batches]
+    if torch.is_tensor(x_train):
+        return ((index, x_train[index]) for index in shards)
+    loader = x_train.loader([s.tolist() for s in shards], workers, pin_memory=device.type == "cuda")
+    return ((index, x.to(device, non_blocking=True)) for index, x in zip(shards, loader))
 
 
 def _step(runners, objectives, optimizers, scalers, x, y, state: _State, path, world: World, stop: bool):

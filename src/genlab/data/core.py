@@ -17,6 +17,7 @@ from genlab.errors import GenlabError
 KINDS = ("image", "tabular", "points")
 BINARIZE = ("none", "static", "dynamic")
 COLORS = ("auto", "gray", "rgb")
+STREAM = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Split:
         return len(self.x)
 
     def subset(self, index) -> Split:
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        pick = lambda t: None if t is None else t.subset(index) if hasattr(t, "subset") else t[index]  # noqa: E731
         return Split(self.x[index], pick(self.y), pick(self.group), pick(self.factors))
 
 
@@ -81,6 +82,8 @@ class DataSpec:
     rotate: float = 0.0  # training images rotated by up to this many degrees either way
     scale: float = 0.0  # training images scaled by a factor in [1 - scale, 1 + scale]
     hflip: bool = False  # training images mirrored left-right with probability 1/2 (off for digits)
+    stream: str = "auto"  # image folders: auto (from disk when larger than the budget) | always | never
+    memory_budget_mb: int = 2048  # in-memory size above which `auto` streams
 
     def __post_init__(self):
         if self.binarize not in BINARIZE:
@@ -93,6 +96,10 @@ class DataSpec:
             raise GenlabError(f"translate must be a pixel count from 0 to 8, not {self.translate!r}.")
         if not 0 <= self.rotate <= 180:
             raise GenlabError(f"rotate must be an angle from 0 to 180 degrees, not {self.rotate}.")
+        if self.stream not in STREAM:
+            raise GenlabError(f"stream must be one of {', '.join(STREAM)}, not '{self.stream}'.")
+        if not (isinstance(self.memory_budget_mb, int) and self.memory_budget_mb > 0):
+            raise GenlabError(f"memory_budget_mb must be a positive integer, not {self.memory_budget_mb!r}.")
         if not 0 <= self.scale < 1:
             raise GenlabError(f"scale must be in [0, 1), not {self.scale}.")
         if not 0.0 < self.test_fraction < 1.0:
@@ -185,6 +192,8 @@ def n_train_for(n: int, spec: DataSpec) -> int:
 
 
 def _finish(raw: RawData, spec: DataSpec) -> Dataset:
+    if raw.extra.get("streamed"):
+        return _finish_streamed(raw, spec)
     (xtr, ytr, *ftr), (xte, yte, *fte) = raw.train, raw.test
     xtr, xte = np.asarray(xtr, dtype=np.float32), np.asarray(xte, dtype=np.float32)
     for split, x in (("train", xtr), ("test", xte)):
@@ -238,6 +247,20 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
         return Split(x, as_long(y), None, as_long(factors[0] if factors else None))
 
     return Dataset(to_split(xtr, ytr, ftr), to_split(xte, yte, fte), meta, spec)
+
+
+def _finish_streamed(raw: RawData, spec: DataSpec) -> Dataset:
+    """An image folder read from disk batch by batch: size, colour and static binarization are applied
+    per file as it is read; the split is the in-memory path's."""
+    (xtr, ytr), (xte, yte) = raw.train, raw.test
+    for split, x in (("train", xtr), ("test", xte)):
+        if len(x) == 0:
+            raise GenlabError(f"the {split} split of '{spec.name}' is empty: the data has too few examples.")
+    meta = DatasetMeta(name=Path(spec.name).name, kind="image", shape=tuple(xtr.shape[1:]), classes=raw.classes,
+                       binarize=spec.binarize, translate=spec.translate, rotate=spec.rotate, scale=spec.scale,
+                       hflip=spec.hflip)
+    as_long = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
+    return Dataset(Split(xtr, as_long(ytr)), Split(xte, as_long(yte)), meta, spec)
 
 
 def _reshape_images(x: np.ndarray, spec: DataSpec) -> np.ndarray:

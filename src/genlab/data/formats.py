@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from genlab.data.core import DataSpec, RawData, n_train_for, split_by_permutation
+from genlab.data.stream import ImageFiles, read_image
 from genlab.errors import GenlabError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -177,32 +178,35 @@ def _load_image_folder(folder: Path, spec: DataSpec) -> RawData:
             f"no images found in '{folder}': genlab reads {', '.join(sorted(IMAGE_SUFFIXES))} files, "
             "directly in the folder or in one subfolder per class."
         )
-    images = []
-    for f, _ in entries:
+    headers = []
+    for f, _ in entries:  # opening reads only the header: mode and size
         try:
             with Image.open(f) as im:
-                im.load()
-                images.append(im.copy())
+                headers.append((im.mode, im.size))
         except (UnidentifiedImageError, OSError) as e:
             raise GenlabError(f"cannot read the image '{f}': {e}. Remove or replace it.") from None
     color = spec.color
     if color == "auto":
-        color = "gray" if all(im.mode in ("1", "L", "LA", "I", "I;16", "F") for im in images) else "rgb"
-    if spec.size is not None:
-        size = (spec.size, spec.size)
-    else:
-        size = Counter(im.size for im in images).most_common(1)[0][0]  # the common size wins
+        color = "gray" if all(m in ("1", "L", "LA", "I", "I;16", "F") for m, _ in headers) else "rgb"
+    size = (spec.size, spec.size) if spec.size else Counter(s for _, s in headers).most_common(1)[0][0]
     mode = "L" if color == "gray" else "RGB"
-    arrays = []
-    for im in images:
-        im = im.convert(mode)
-        if im.size != size:
-            im = im.resize(size, Image.Resampling.BILINEAR)
-        a = np.asarray(im, dtype=np.float32) / 255.0
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    x = np.stack(arrays)
     y = np.array([label for _, label in entries], dtype=np.int64) if classes else None
+    files = ImageFiles([f for f, _ in entries], size, mode, binarize=spec.binarize == "static")
+    if _streamed(files, spec):
+        if spec.binarize == "dynamic":
+            raise GenlabError("dynamic binarization needs the data in memory; use --binarize static or --stream never.")
+        (train, ytr), (test, yte) = split_by_permutation(np.arange(len(files)), y, n_train_for(len(files), spec))
+        return RawData((files.subset(train), ytr), (files.subset(test), yte), kind="image", classes=classes,
+                       extra={"streamed": True})
+    x = np.stack([read_image(f, size, mode) for f, _ in entries])
     return _split_arrays(x, y, spec, classes=classes, kind="image")
+
+
+def _streamed(files: ImageFiles, spec: DataSpec) -> bool:
+    """Stream from disk when asked to, or (auto) when the float32 tensor would pass the memory budget."""
+    if spec.stream != "auto":
+        return spec.stream == "always"
+    return int(np.prod(files.shape)) * 4 > spec.memory_budget_mb * 2**20
 
 
 def _is_image(path: Path) -> bool:

@@ -52,9 +52,8 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
     model.eval()
     device = model.device
     generator = torch.Generator().manual_seed(seed)
-    dequantized = None
-    if model.likelihood.continuous and kind == "image" and not _is_binary(x):
-        x, dequantized = _dequantize(x, generator), 8
+    binary = _is_binary(x if torch.is_tensor(x) else x[:256])  # data streamed from disk: a first batch
+    dequantized = 8 if model.likelihood.continuous and kind == "image" and not binary else None
     rng_state = torch.get_rng_state()
     torch.manual_seed(seed)
     sums = {"recon_loss": 0.0, "kl_nats": 0.0, "elbo_nats": 0.0, "nll_nats": 0.0}
@@ -64,7 +63,10 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
         bar = tqdm(total=len(x), disable=not progress, file=sys.stderr, desc="evaluate", unit="ex")
         with bar:
             for i in range(0, len(x), batch_size):
-                xb = x[i : i + batch_size].to(device)
+                xb = x[i : i + batch_size]
+                if dequantized:
+                    xb = _dequantize(xb, generator)
+                xb = xb.to(device)
                 if is_vae:
                     recon, kl, posterior = model.elbo_terms(xb)
                     means.append(posterior.loc.cpu())
@@ -83,7 +85,7 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
         return {"recon_loss": sums["recon_loss"] / n, "n": n}
     result = {k: v / n for k, v in sums.items()}
     result["importance_samples"] = importance_samples
-    binary_bernoulli = not model.likelihood.continuous and _is_binary(x)
+    binary_bernoulli = not model.likelihood.continuous and binary
     if binary_bernoulli or dequantized:
         result["bits_per_dim"] = bits_per_dim(result["nll_nats"], dim, dequantized)
     else:

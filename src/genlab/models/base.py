@@ -97,6 +97,8 @@ class LatentModel(nn.Module):
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise GenlabError when x cannot be modelled by this model (shape, value range)."""
+        if not torch.is_tensor(x):  # streamed from disk: judge by a first batch
+            x = x[:256]
         if tuple(x.shape[1:]) != self.config.input_shape:
             raise GenlabError(
                 f"this model takes examples of shape {self.config.input_shape}, the data has {tuple(x.shape[1:])}."
