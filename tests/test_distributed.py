@@ -31,3 +31,10 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), (k, (a[k] - b[k]).abs().max())
     rows = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert sum('"kind": "epoch"' in r for r in rows) == 2  # rank 0 alone logged
+
+
+def test_resume_refuses_another_number_of_processes(tmp_path):
+    genlab(*TRAIN, "--nproc", "2", "--out", str(tmp_path / "two"))
+    proc = subprocess.run([sys.executable, "-m", "genlab", "train", "ae", "--out", str(tmp_path / "two"), "--resume",
+                           "--epochs", "3", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--nproc 2" in proc.stderr

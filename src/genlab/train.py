@@ -234,7 +234,7 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                               enabled=config.precision != "fp32")
     state, best, order = _State(), None, None
     if resume:
-        state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers, world.rank)
+        state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers, world)
         if world.main:
             _truncate_metrics(path / runs.METRICS, state.step)
 
@@ -443,7 +443,7 @@ def _save_checkpoint(file: Path, model, optimizers, state: _State, best, order, 
     runs.save_tensors(file, tensors, {"kind": "checkpoint", "state": json.dumps(meta)})
 
 
-def _load_checkpoint(file: Path, model, optimizers, rank: int = 0):
+def _load_checkpoint(file: Path, model, optimizers, world: World):
     tensors, metadata = runs.read_tensors(file, "checkpoint")
     try:
         meta = json.loads(metadata["state"])
@@ -464,9 +464,12 @@ def _load_checkpoint(file: Path, model, optimizers, rank: int = 0):
                 if "betas" in g:
                     g["betas"] = tuple(g["betas"])
             opt.load_state_dict({"state": per_param, "param_groups": groups})
-        if f"rng.cpu.{rank}" not in tensors:
-            raise GenlabError(f"the checkpoint '{file}' was written by fewer processes; resume with the same number.")
-        torch.set_rng_state(tensors[f"rng.cpu.{rank}"])
+        written_by = sum(k.startswith("rng.cpu.") for k in tensors)
+        if written_by != world.size:
+            raise GenlabError(
+                f"the checkpoint '{file}' was written by {written_by} process(es); resume it with --nproc {written_by}."
+            )
+        torch.set_rng_state(tensors[f"rng.cpu.{world.rank}"])
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
     except (KeyError, ValueError, TypeError, IndexError, json.JSONDecodeError) as e:
