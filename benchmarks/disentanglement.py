@@ -11,14 +11,12 @@ Results are appended to benchmarks/out/disentanglement.jsonl and summarised as a
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import mean_sd, record_all
 
-from genlab import TrainConfig, VAE, VAEConfig, evaluate, fit, load_dataset
+from genlab import VAE, TrainConfig, VAEConfig, evaluate, fit, load_dataset
 from genlab.metrics.disentanglement import disentanglement
 
 KEYS = ("recon_loss", "kl_nats", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness")
@@ -43,10 +41,7 @@ def table(rows: list[dict]) -> str:
         rs = [r for r in rows if r["beta"] == beta]
         cells = []
         for key in KEYS:
-            vals = [r[key] for r in rs]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            digits = 1 if key in ("recon_loss", "kl_nats") else 3
-            cells.append(f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}")
+            cells.append(mean_sd([r[key] for r in rs], 1 if key in ("recon_loss", "kl_nats") else 3))
         lines.append(f"| {beta:g} | " + " | ".join(cells) + f" | {len(rs)} |")
     return "\n".join(lines)
 
@@ -60,17 +55,8 @@ def main():
     p.add_argument("--out", default="benchmarks/out/disentanglement.jsonl")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for seed in args.seeds:
-        for beta in args.betas:
-            row = run_one(beta, seed, args.epochs)
-            rows.append(row)
-            with open(out, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
-    print(table(rows))
+    jobs = [lambda b=beta, s=seed: run_one(b, s, args.epochs) for seed in args.seeds for beta in args.betas]
+    print(table(record_all(jobs, args.out)))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,10 @@ Results are appended to benchmarks/out/likelihood.jsonl and summarised as a mark
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import mean_sd, record_all
 
 from genlab import VAE, TrainConfig, VAEConfig, evaluate, fit, load_dataset
 from genlab.recipes import recipe
@@ -66,9 +64,7 @@ def table(rows: list[dict]) -> str:
             continue
 
         def stat(key, digits=2, rs=rs):
-            vals = [r[key] for r in rs]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
+            return mean_sd([r[key] for r in rs], digits)
 
         lines.append(f"| {name} | {stat('nll_nats')} | {stat('elbo_nats')} | {stat('bits_per_dim', 4)} | "
                      f"{stat('train_s', 0)} | {len(rs)} |")
@@ -84,17 +80,8 @@ def main():
     p.add_argument("--out", default="benchmarks/out/likelihood.jsonl")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in args.configs:
-        for seed in args.seeds:
-            row = run_one(name, seed, args.importance_samples)
-            rows.append(row)
-            with open(out, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
-    print(table(rows))
+    jobs = [lambda c=name, s=seed: run_one(c, s, args.importance_samples) for name in args.configs for seed in args.seeds]
+    print(table(record_all(jobs, args.out)))
 
 
 if __name__ == "__main__":
