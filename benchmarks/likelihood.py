@@ -80,7 +80,8 @@ def main():
     p.add_argument("--out", default="benchmarks/out/likelihood.jsonl")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    jobs = [lambda c=name, s=seed: run_one(c, s, args.importance_samples) for name in args.configs for seed in args.seeds]
+    jobs = [lambda c=name, s=seed: run_one(c, s, args.importance_samples)
+            for name in args.configs for seed in args.seeds]
     print(table(record_all(jobs, args.out)))
 
 
