@@ -251,3 +251,27 @@ def test_streamed_and_in_memory_folders_give_the_same_data(tmp_path):
     assert torch.equal(disk.test.x[0:3], memory.test.x[0:3])
     auto = load_dataset(tmp_path, memory_budget_mb=1)  # 24 images of 12x12 fit easily: in memory
     assert torch.is_tensor(auto.train.x)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_streamed_idx_and_cifar_match_in_memory(tmp_path, compress, monkeypatch):
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    rng = np.random.RandomState(0)
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    gz = ".gz" if compress else ""
+    for s, n in (("train", 10), ("t10k", 4)):
+        write_idx(idx / f"{s}-images-idx3-ubyte{gz}", rng.randint(0, 256, (n, 28, 28)), compress)
+        write_idx(idx / f"{s}-labels-idx1-ubyte{gz}", rng.randint(0, 10, n), compress)
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    for name, n in (("data_batch_1.bin", 5), ("data_batch_2.bin", 3), ("test_batch.bin", 4)):
+        write_cifar_batch(cifar / name, rng.randint(0, 10, n), rng.randint(0, 256, (n, 3, 32, 32)))
+    for folder, options in ((idx, dict(binarize="static")), (cifar, dict(color="gray", size=16))):
+        memory = load_dataset(folder, stream="never", **options)
+        disk = load_dataset(folder, stream="always", **options)
+        assert not torch.is_tensor(disk.train.x) and disk.meta == memory.meta
+        assert torch.equal(disk.train.x[torch.arange(len(disk.train))], memory.train.x)
+        assert torch.equal(disk.test.x[:], memory.test.x) and torch.equal(disk.test.y, memory.test.y)
+    single = load_dataset(idx / f"train-images-idx3-ubyte{gz}", stream="always")
+    assert torch.equal(single.test.x[:], load_dataset(idx / f"train-images-idx3-ubyte{gz}", stream="never").test.x)

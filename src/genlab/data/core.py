@@ -263,6 +263,13 @@ def _finish_streamed(raw: RawData, spec: DataSpec) -> Dataset:
     return Dataset(Split(xtr, as_long(ytr)), Split(xte, as_long(yte)), meta, spec)
 
 
+def finish_image(a: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """One raw (C, H, W) image as the dataset holds it: what `_finish` does to the whole array, for one
+    image read from disk (colour, size, static binarization)."""
+    a = _reshape_images(a[None], spec)[0]
+    return (a > 0.5).astype(np.float32) if spec.binarize == "static" else a
+
+
 def _reshape_images(x: np.ndarray, spec: DataSpec) -> np.ndarray:
     """Apply the size and color options to (N, C, H, W) images that a format loader returned."""
     if spec.color == "gray" and x.shape[1] == 3:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import gzip
+import shutil
 import zipfile
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from genlab.data.core import DataSpec, RawData, n_train_for, split_by_permutation
-from genlab.data.stream import ImageFiles, read_image
+from genlab.data.core import DataSpec, RawData, finish_image, n_train_for, split_by_permutation
+from genlab.data.stream import ImageFiles, MappedImages, read_image
 from genlab.errors import GenlabError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -30,10 +32,18 @@ def load_path(path: Path, spec: DataSpec) -> RawData:
     if suffix.endswith(".npz"):
         return _load_npz(path, spec)
     if "ubyte" in suffix or suffix.endswith(".idx") or suffix.endswith(".gz"):
-        return _split_arrays(idx_images(read_idx(path), path), None, spec)
+        images = read_idx(path, mapped=True)
+        _check_idx_images(images, path)
+        if _streamed(images.shape, spec):
+            return _split_lazy(MappedImages([images], _idx_pixels, partial(finish_image, spec=spec)), None, spec)
+        return _split_arrays(idx_images(images, path), None, spec)
     if suffix.endswith(".bin"):
-        x, y = read_cifar_batch(path)
-        return _split_arrays(x, y, spec, classes=_cifar_classes(path.parent, y))
+        records, y = read_cifar_batch(path)
+        classes = _cifar_classes(path.parent, y)
+        if _streamed((len(records), 3, 32, 32), spec):
+            lazy = MappedImages([records], _cifar_pixels, partial(finish_image, spec=spec))
+            return _split_lazy(lazy, y, spec, classes)
+        return _split_arrays(_cifar_images(records), y, spec, classes=classes)
     raise GenlabError(
         f"'{path}' is not a format genlab reads: use a folder of images, IDX (*-ubyte[.gz]), "
         "CIFAR-10 binary batches (*.bin), CSV, NPY or NPZ."
@@ -46,9 +56,9 @@ def _load_folder(path: Path, spec: DataSpec) -> RawData:
         raise GenlabError(f"the folder '{path}' is empty: put images (or IDX/CIFAR files) in it.")
     idx = {_idx_role(p.name): p for p in files if _idx_role(p.name)}
     if {"train-images", "test-images"} <= set(idx):
-        return _load_idx_pair(idx, path)
+        return _load_idx_pair(idx, path, spec)
     if any(p.name.startswith("data_batch") and p.suffix == ".bin" for p in files):
-        return _load_cifar_folder(path)
+        return _load_cifar_folder(path, spec)
     if any(p.name.startswith("data_batch") and not p.suffix for p in files):
         raise GenlabError(
             f"'{path}' holds the pickled (python) version of CIFAR-10, which genlab never unpickles; "
@@ -56,11 +66,27 @@ def _load_folder(path: Path, spec: DataSpec) -> RawData:
         )
     inner = path / "cifar-10-batches-bin"
     if inner.is_dir():
-        return _load_cifar_folder(inner)
+        return _load_cifar_folder(inner, spec)
     return _load_image_folder(path, spec)
 
 
 # ---------------------------------------------------------------------------------------------- IDX
+
+
+def _streamed(shape: tuple[int, ...], spec: DataSpec) -> bool:
+    """Read from disk when asked to, or (auto) when the float32 tensor would pass the memory budget."""
+    if spec.stream != "auto":
+        return spec.stream == "always"
+    return int(np.prod(shape)) * 4 > spec.memory_budget_mb * 2**20
+
+
+def _split_lazy(lazy, y, spec: DataSpec, classes=()) -> RawData:
+    """The DESIGN.md split of a dataset read from disk: the same permutation as the in-memory path."""
+    if spec.binarize == "dynamic":
+        raise GenlabError("dynamic binarization needs the data in memory; use --binarize static or --stream never.")
+    (train, ytr), (test, yte) = split_by_permutation(np.arange(len(lazy)), y, n_train_for(len(lazy), spec))
+    return RawData((lazy.subset(train), ytr), (lazy.subset(test), yte), kind="image", classes=classes,
+                   extra={"streamed": True})
 
 
 def _open_maybe_gzip(path: Path) -> bytes:
@@ -71,9 +97,34 @@ def _open_maybe_gzip(path: Path) -> bytes:
         raise GenlabError(f"cannot read '{path}': {e}.") from None
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format: magic 0 0 dtype ndim, big-endian int32 sizes, then the values)."""
-    raw = _open_maybe_gzip(path)
+def _plain_file(path: Path) -> Path:
+    """The file itself, or for gzip its decompressed copy in the cache (so that it can be memory-mapped)."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return path
+    from genlab.data.embedded import cache_dir
+
+    stat = path.stat()
+    plain = cache_dir() / "unzipped" / f"{path.name}.{stat.st_size}.{int(stat.st_mtime)}"
+    if not plain.is_file():
+        plain.parent.mkdir(parents=True, exist_ok=True)
+        tmp = plain.with_suffix(".tmp")
+        try:
+            with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise GenlabError(f"cannot read '{path}': {e}.") from None
+        tmp.replace(plain)
+    return plain
+
+
+def read_idx(path: Path, mapped: bool = False) -> np.ndarray:
+    """An IDX file (the MNIST format: magic 0 0 dtype ndim, big-endian int32 sizes, then the values).
+
+    mapped: a read-only memory map of the values instead of a copy in memory.
+    """
+    source = _plain_file(path) if mapped else path
+    raw = _open_maybe_gzip(path) if not mapped else source.read_bytes()[:4 + 4 * 255]
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise GenlabError(f"'{path}' is not an IDX file (its first bytes are not an IDX magic number).")
     ndim = raw[3]
@@ -83,17 +134,28 @@ def read_idx(path: Path) -> np.ndarray:
     shape = tuple(int(v) for v in np.frombuffer(raw, ">i4", ndim, 4))
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
+    size = source.stat().st_size if mapped else len(raw)
+    if size != expected:
         raise GenlabError(
-            f"'{path}' is truncated or damaged: its header promises {expected} bytes, the file has {len(raw)}."
+            f"'{path}' is truncated or damaged: its header promises {expected} bytes, the file has {size}."
         )
+    if mapped:
+        return np.memmap(source, dtype, "r", offset=header, shape=shape)
     return np.frombuffer(raw, dtype, offset=header).reshape(shape)
 
 
-def idx_images(values: np.ndarray, path: Path) -> np.ndarray:
+def _check_idx_images(values: np.ndarray, path: Path) -> None:
     if values.ndim != 3:
         raise GenlabError(f"'{path}' holds an IDX array of shape {values.shape}, not images (N, H, W).")
+
+
+def idx_images(values: np.ndarray, path: Path) -> np.ndarray:
+    _check_idx_images(values, path)
     return (values.astype(np.float32) / 255.0)[:, None]
+
+
+def _idx_pixels(array: np.ndarray, row: int) -> np.ndarray:
+    return np.asarray(array[row])[None]
 
 
 def _idx_role(name: str) -> str | None:
@@ -105,9 +167,13 @@ def _idx_role(name: str) -> str | None:
     return f"{split}-{what}" if split and what else None
 
 
-def _load_idx_pair(files: dict, folder: Path) -> RawData:
+def _load_idx_pair(files: dict, folder: Path, spec: DataSpec) -> RawData:
     def part(split):
-        x = idx_images(read_idx(files[f"{split}-images"]), files[f"{split}-images"])
+        images = read_idx(files[f"{split}-images"], mapped=True)
+        _check_idx_images(images, files[f"{split}-images"])
+        x = MappedImages([images], _idx_pixels, partial(finish_image, spec=spec)) if streamed else None
+        if x is None:
+            x = idx_images(images, files[f"{split}-images"])
         y = None
         if f"{split}-labels" in files:
             y = read_idx(files[f"{split}-labels"]).astype(np.int64)
@@ -115,28 +181,43 @@ def _load_idx_pair(files: dict, folder: Path) -> RawData:
                 raise GenlabError(f"'{folder}': {split} labels ({len(y)}) do not match {split} images ({len(x)}).")
         return x, y
 
+    shape = read_idx(files["train-images"], mapped=True).shape
+    streamed = _streamed((shape[0] * 7 // 6, *shape[1:]), spec)  # the test images come too
+    if streamed and spec.binarize == "dynamic":
+        raise GenlabError("dynamic binarization needs the data in memory; use --binarize static or --stream never.")
     train, test = part("train"), part("test")
     classes = tuple(str(c) for c in range(int(train[1].max()) + 1)) if train[1] is not None else ()
-    return RawData(train, test, kind="image", classes=classes)
+    return RawData(train, test, kind="image", classes=classes, extra={"streamed": streamed})
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR-10
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 binary batch: records of <1 x label><3072 x pixel>, channels stored R, G, B."""
-    raw = _open_maybe_gzip(path)
-    if not raw or len(raw) % CIFAR_RECORD:
+    """One CIFAR-10 binary batch, memory-mapped: records of <1 x label><3072 x pixel>, channels R, G, B.
+
+    Returns the (N, 3073) uint8 records and the (N,) labels.
+    """
+    source = _plain_file(path)
+    size = source.stat().st_size
+    if not size or size % CIFAR_RECORD:
         raise GenlabError(
-            f"'{path}' is not a CIFAR-10 binary batch: its size ({len(raw)} bytes) is not a multiple "
+            f"'{path}' is not a CIFAR-10 binary batch: its size ({size} bytes) is not a multiple "
             f"of {CIFAR_RECORD}-byte records."
         )
-    records = np.frombuffer(raw, np.uint8).reshape(-1, CIFAR_RECORD)
-    labels = records[:, 0].astype(np.int64)
+    records = np.memmap(source, np.uint8, "r", shape=(size // CIFAR_RECORD, CIFAR_RECORD))
+    labels = np.asarray(records[:, 0]).astype(np.int64)
     if labels.max() > 9:
         raise GenlabError(f"'{path}' is not a CIFAR-10 binary batch: it has labels above 9.")
-    images = records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
-    return images, labels
+    return records, labels
+
+
+def _cifar_images(records: np.ndarray) -> np.ndarray:
+    return np.asarray(records[:, 1:]).reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
+
+
+def _cifar_pixels(records: np.ndarray, row: int) -> np.ndarray:
+    return np.asarray(records[row, 1:]).reshape(3, 32, 32)
 
 
 def _cifar_classes(folder: Path, labels: np.ndarray) -> tuple[str, ...]:
@@ -148,15 +229,24 @@ def _cifar_classes(folder: Path, labels: np.ndarray) -> tuple[str, ...]:
     return tuple(str(c) for c in range(10))
 
 
-def _load_cifar_folder(folder: Path) -> RawData:
+def _load_cifar_folder(folder: Path, spec: DataSpec) -> RawData:
     train_files = sorted(folder.glob("data_batch_*.bin"))
     test_file = folder / "test_batch.bin"
     if not train_files or not test_file.is_file():
         raise GenlabError(f"'{folder}' needs data_batch_*.bin and test_batch.bin (CIFAR-10 binary version).")
     parts = [read_cifar_batch(p) for p in train_files]
-    train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    test = read_cifar_batch(test_file)
-    return RawData(train, test, kind="image", classes=_cifar_classes(folder, train[1]))
+    test_records, test_labels = read_cifar_batch(test_file)
+    labels = np.concatenate([p[1] for p in parts])
+    classes = _cifar_classes(folder, labels)
+    if _streamed((len(labels) + len(test_labels), 3, 32, 32), spec):
+        if spec.binarize == "dynamic":
+            raise GenlabError("dynamic binarization needs the data in memory; use --binarize static or --stream never.")
+        finish = partial(finish_image, spec=spec)
+        train = MappedImages([p[0] for p in parts], _cifar_pixels, finish)
+        test = MappedImages([test_records], _cifar_pixels, finish)
+        return RawData((train, labels), (test, test_labels), kind="image", classes=classes, extra={"streamed": True})
+    train = (np.concatenate([_cifar_images(p[0]) for p in parts]), labels)
+    return RawData(train, (_cifar_images(test_records), test_labels), kind="image", classes=classes)
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -191,22 +281,11 @@ def _load_image_folder(folder: Path, spec: DataSpec) -> RawData:
     size = (spec.size, spec.size) if spec.size else Counter(s for _, s in headers).most_common(1)[0][0]
     mode = "L" if color == "gray" else "RGB"
     y = np.array([label for _, label in entries], dtype=np.int64) if classes else None
-    files = ImageFiles([f for f, _ in entries], size, mode, binarize=spec.binarize == "static")
-    if _streamed(files, spec):
-        if spec.binarize == "dynamic":
-            raise GenlabError("dynamic binarization needs the data in memory; use --binarize static or --stream never.")
-        (train, ytr), (test, yte) = split_by_permutation(np.arange(len(files)), y, n_train_for(len(files), spec))
-        return RawData((files.subset(train), ytr), (files.subset(test), yte), kind="image", classes=classes,
-                       extra={"streamed": True})
-    x = np.stack([read_image(f, size, mode) for f, _ in entries])
+    files = [f for f, _ in entries]
+    if _streamed((len(files), 1 if mode == "L" else 3, size[1], size[0]), spec):
+        return _split_lazy(ImageFiles(files, size, mode, partial(finish_image, spec=spec)), y, spec, classes)
+    x = np.stack([read_image(f, size, mode) for f in files])
     return _split_arrays(x, y, spec, classes=classes, kind="image")
-
-
-def _streamed(files: ImageFiles, spec: DataSpec) -> bool:
-    """Stream from disk when asked to, or (auto) when the float32 tensor would pass the memory budget."""
-    if spec.stream != "auto":
-        return spec.stream == "always"
-    return int(np.prod(files.shape)) * 4 > spec.memory_budget_mb * 2**20
 
 
 def _is_image(path: Path) -> bool:

@@ -1,7 +1,10 @@
-"""Image folders larger than memory: files decoded on demand, batch by batch, by DataLoader workers."""
+"""Images larger than memory: read from disk batch by batch (by DataLoader workers) instead of held as one
+tensor. Image folders decode one file per example; IDX and CIFAR-10 binary files are memory-mapped.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,7 @@ import torch
 from genlab.errors import GenlabError
 
 
-def read_image(path: Path, size: tuple[int, int], mode: str, binarize: bool = False) -> np.ndarray:
+def read_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
     """One image file as (C, H, W) float32 in [0, 1]; the in-memory and streamed paths both use this."""
     from PIL import Image, UnidentifiedImageError
 
@@ -22,40 +25,77 @@ def read_image(path: Path, size: tuple[int, int], mode: str, binarize: bool = Fa
             a = np.asarray(im, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as e:
         raise GenlabError(f"cannot read the image '{path}': {e}. Remove or replace it.") from None
-    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-    return (a > 0.5).astype(np.float32) if binarize else a
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-class ImageFiles(torch.utils.data.Dataset):
+class LazyImages(torch.utils.data.Dataset):
     """Stands where a split's `x` tensor would: len, shape, indexing by int, slice or index tensor.
 
     An int gives one image (C, H, W) (what a DataLoader asks for); a slice or an index tensor gives a
-    stacked batch (B, C, H, W). Nothing is held in memory but the file names.
+    stacked batch (B, C, H, W). `finish` turns a raw (C, H, W) image into the dataset's (resizing,
+    colour, static binarization), exactly as the in-memory path does to the whole array.
     """
 
-    def __init__(self, files: list[Path], size: tuple[int, int], mode: str, binarize: bool = False):
-        self.files, self.size, self.mode, self.binarize = list(files), size, mode, binarize
+    def __init__(self, count: int, finish: Callable[[np.ndarray], np.ndarray] | None, index=None):
+        self.finish = finish
+        self.index = np.arange(count) if index is None else np.asarray(index)
+
+    def read(self, i: int) -> np.ndarray:
+        """The raw image number i of the whole source, (C, H, W) float32 in [0, 1]."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.index)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.files), 1 if self.mode == "L" else 3, self.size[1], self.size[0])
-
-    def __len__(self) -> int:
-        return len(self.files)
+        return (len(self), *self[0].shape) if len(self) else (0,)
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
-            return torch.from_numpy(read_image(self.files[index], self.size, self.mode, self.binarize))
+            a = self.read(int(self.index[index]))
+            return torch.from_numpy(np.ascontiguousarray(self.finish(a) if self.finish else a))
         picks = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
-        return torch.stack([self[int(i)] for i in picks]) if len(picks) else torch.empty(0, *self.shape[1:])
+        if not len(picks):
+            return torch.empty(0, *self.shape[1:])
+        return torch.stack([self[int(i)] for i in picks])
 
-    def subset(self, index) -> ImageFiles:
-        picks = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
-        return ImageFiles([self.files[i] for i in picks], self.size, self.mode, self.binarize)
+    def subset(self, index) -> LazyImages:
+        picks = self.index[index] if isinstance(index, slice) else self.index[torch.as_tensor(index).numpy()]
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__, index=picks)
+        return clone
 
-    def to(self, device) -> ImageFiles:
-        return self  # the files stay on disk; each batch is moved when it is read
+    def to(self, device) -> LazyImages:
+        return self  # the data stays on disk; each batch is moved when it is read
 
     def loader(self, batches: list[list[int]], workers: int, pin_memory: bool):
-        """Batches in the given order, decoded by `workers` processes."""
+        """Batches in the given order, read by `workers` processes."""
         return torch.utils.data.DataLoader(self, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory)
+
+
+class ImageFiles(LazyImages):
+    """A folder of image files, decoded one by one."""
+
+    def __init__(self, files: list[Path], size: tuple[int, int], mode: str, finish=None):
+        super().__init__(len(files), finish)
+        self.files, self.size, self.mode = list(files), size, mode
+
+    def read(self, i: int) -> np.ndarray:
+        return read_image(self.files[i], self.size, self.mode)
+
+
+class MappedImages(LazyImages):
+    """uint8 images in memory-mapped arrays (IDX, CIFAR-10 binary), one array per file, read as needed.
+
+    `pixels(array, row)` picks one image's bytes as (C, H, W) from a row of its array.
+    """
+
+    def __init__(self, arrays: list[np.ndarray], pixels: Callable, finish=None):
+        super().__init__(sum(len(a) for a in arrays), finish)
+        self.arrays, self.pixels = arrays, pixels
+        self.starts = np.cumsum([0] + [len(a) for a in arrays])
+
+    def read(self, i: int) -> np.ndarray:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.pixels(self.arrays[k], i - self.starts[k]).astype(np.float32) / 255.0
