@@ -177,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     except GenlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder that cannot be written, a full disk: the user's to fix, not a bug
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}; check the path and its permissions.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -400,6 +404,8 @@ def cmd_traverse(args) -> None:
         base = torch.zeros(model.config.latent_dim)  # the prior mean
     else:
         base = latent.encode(model, data.test.x).mean(0)
+    if args.top < 1:
+        raise GenlabError(f"--top must be a positive number of dimensions, not {args.top}.")
     dims = args.dims if args.dims else latent.top_dimensions(model, data.test.x, min(args.top, model.config.latent_dim))
     images = latent.traverse(model, base, dims, args.span, args.steps)
     report.save_image_grid(images, out, ncol=args.steps)

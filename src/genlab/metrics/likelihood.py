@@ -46,6 +46,8 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
     """
     if len(x) == 0:
         raise GenlabError("there are no examples to evaluate.")
+    if batch_size < 1:
+        raise GenlabError(f"batch_size must be a positive integer, not {batch_size}.")
     if importance_samples < 1:
         raise GenlabError(f"importance_samples must be a positive integer, not {importance_samples}.")
     model.check_data(x)
