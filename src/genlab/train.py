@@ -271,8 +271,7 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                 y = None if y_train is None else y_train[index]
                 factor = learning_rate_factor(config.lr_schedule, state.step, config.epochs * steps_per_epoch)
                 for optimizer, base_lr in zip(optimizers, base_lrs):
-                    for group in optimizer.param_groups:
-                        group["lr"] = base_lr * factor
+                    optimizer.param_groups[0]["lr"] = base_lr * factor
                 with autocast:
                     values, stopping = _step(runners, objectives, optimizers, scalers, x, y, state, path, world,
                                              stop.signum is not None)
@@ -298,17 +297,9 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
             row.update({k: v / max(1, count) for k, v in sums.items()})
             row["samples_per_s"] = seen / elapsed if elapsed > 0 else None
             if val is not None:
-                val_loss = _mean_validation_loss(model, val, config, device)
+                row["val_loss_nats"] = _mean_validation_loss(model, val, config, device)
                 model.train()
-                row["val_loss_nats"] = val_loss
-                if val_loss < state.best_val:
-                    state.best_val, state.best_epoch, state.stale_epochs = val_loss, state.epoch + 1, 0
-                    if config.keep_best:
-                        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    state.stale_epochs += 1
-                    if config.patience is not None and state.stale_epochs >= config.patience:
-                        state.stop_reason = f"no better validation loss for {config.patience} epochs"
+                best = _select(model, state, row["val_loss_nats"], config, best)
             state.epoch += 1
             state.batch = 0
             order = None
@@ -338,6 +329,17 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
         report.save_run_pictures(model, data, path)
     world.barrier()
     return runs.Run(model, run_config, path, log.rows)
+
+
+def _select(model, state: _State, val_loss: float, config: TrainConfig, best):
+    """Model selection after an epoch: remember the best weights, count epochs without progress."""
+    if val_loss < state.best_val:
+        state.best_val, state.best_epoch, state.stale_epochs = val_loss, state.epoch + 1, 0
+        return {k: v.detach().clone() for k, v in model.state_dict().items()} if config.keep_best else best
+    state.stale_epochs += 1
+    if config.patience is not None and state.stale_epochs >= config.patience:
+        state.stop_reason = f"no better validation loss for {config.patience} epochs"
+    return best
 
 
 def _read(x_train, batches: list[torch.Tensor], world: World, workers: int, device):
