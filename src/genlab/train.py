@@ -10,6 +10,7 @@ data order, so a run killed and resumed ends with the same weights as one never 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -229,9 +230,10 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
     ]
     base_lrs = [o.lr or config.lr for o in objectives]
     runners = [world.wrap(o, device) for o in objectives]
-    scalers = [torch.amp.GradScaler(device.type, enabled=config.precision == "fp16") for _ in objectives]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16,
-                              enabled=config.precision != "fp32")
+    # fp32 takes no autocast and no scaler at all: nothing extra on the hot path
+    scalers = [torch.amp.GradScaler(device.type) if config.precision == "fp16" else None for _ in objectives]
+    autocast = contextlib.nullcontext() if config.precision == "fp32" else torch.autocast(
+        device.type, dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16)
     state, best, order = _State(), None, None
     if resume:
         state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers, world)
@@ -371,9 +373,13 @@ def _step(runners, objectives, optimizers, scalers, x, y, state: _State, path, w
                 f"training stopped and {kept}. Lower the learning rate (--lr) or check the data."
             )
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         prefix = "" if len(objectives) == 1 else f"{objective.name}_"
         values[f"{prefix}loss"] = value
         for k, v in out.items():
