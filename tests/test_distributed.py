@@ -38,3 +38,30 @@ def test_resume_refuses_another_number_of_processes(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "genlab", "train", "ae", "--out", str(tmp_path / "two"), "--resume",
                            "--epochs", "3", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--nproc 2" in proc.stderr
+
+
+SCRIPT = """
+import sys
+import torch
+from genlab import AE, AEConfig, TrainConfig, fit, load_dataset
+
+data = load_dataset("mnist5k")
+torch.manual_seed(1)
+model = AE(AEConfig.for_data(data.meta, net="mlp", hidden=(32,), latent_dim=4))
+# zeros drawn ten times as often, recomputed every epoch (the debiasing mechanism)
+weights = lambda model, train: 1.0 + 9.0 * (train.y == 0).float()
+fit(model, data, TrainConfig(epochs=2, batch_size=100, val_fraction=0.0, seed=1), sys.argv[1], weights=weights,
+    progress=False)
+"""
+
+
+def test_weighted_sampling_is_the_same_in_two_processes(tmp_path):
+    script = tmp_path / "weighted.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, check=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+                    str(tmp_path / "two")], env=env, check=True, timeout=600, capture_output=True)
+    a = read_tensors(tmp_path / "one" / MODEL, "model")[0]
+    b = read_tensors(tmp_path / "two" / MODEL, "model")[0]
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=0) for k in a)
