@@ -197,7 +197,7 @@ def test_bad_arrays(tmp_path):
         load_dataset(tmp_path / "inf.npy")
 
 
-def test_unknown_names_and_options():
+def test_unknown_names_and_options(tmp_path):
     with pytest.raises(GenlabError, match="digits, mnist5k"):
         load_dataset("mnist")
     with pytest.raises(GenlabError, match="unknown dataset option"):
@@ -205,7 +205,7 @@ def test_unknown_names_and_options():
     with pytest.raises(GenlabError, match="binarize"):
         load_dataset("grid25", binarize="static")
     with pytest.raises(GenlabError, match="empty"):
-        load_dataset(__import__("tempfile").mkdtemp())
+        load_dataset(tmp_path)
 
 
 def test_random_rotate_scale_keeps_a_centred_disk_and_turns_a_bar():
