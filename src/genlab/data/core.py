@@ -226,20 +226,9 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
         std = np.where(std > 0, std, 1.0).astype(np.float32)
         xtr, xte = (xtr - mean) / std, (xte - mean) / std
         loc, spread = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    augmentation = dict(translate=spec.translate, rotate=spec.rotate, scale=spec.scale, hflip=spec.hflip)
-    if kind != "image" and any(augmentation.values()):
+    if kind != "image" and any((spec.translate, spec.rotate, spec.scale, spec.hflip)):
         raise GenlabError(f"translate, rotate, scale and hflip apply to images, but '{spec.name}' is {kind} data.")
-    meta = DatasetMeta(
-        name=spec.name if spec.name in _REGISTRY else Path(spec.name).name,
-        kind=kind,
-        shape=tuple(xtr.shape[1:]),
-        classes=raw.classes,
-        factors=tuple(raw.extra.get("factor_names", ())),
-        binarize=spec.binarize,
-        **augmentation,
-        loc=loc,
-        std=spread,
-    )
+    meta = _meta(spec, raw, kind, tuple(xtr.shape[1:]), loc=loc, std=spread)
 
     def to_split(x, y, factors):
         as_long = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
@@ -256,11 +245,26 @@ def _finish_streamed(raw: RawData, spec: DataSpec) -> Dataset:
     for split, x in (("train", xtr), ("test", xte)):
         if len(x) == 0:
             raise GenlabError(f"the {split} split of '{spec.name}' is empty: the data has too few examples.")
-    meta = DatasetMeta(name=Path(spec.name).name, kind="image", shape=tuple(xtr.shape[1:]), classes=raw.classes,
-                       binarize=spec.binarize, translate=spec.translate, rotate=spec.rotate, scale=spec.scale,
-                       hflip=spec.hflip)
+    meta = _meta(spec, raw, "image", tuple(xtr.shape[1:]))
     as_long = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
     return Dataset(Split(xtr, as_long(ytr)), Split(xte, as_long(yte)), meta, spec)
+
+
+def _meta(spec: DataSpec, raw: RawData, kind: str, shape: tuple[int, ...], loc=None, std=None) -> DatasetMeta:
+    return DatasetMeta(
+        name=spec.name if spec.name in _REGISTRY else Path(spec.name).name,
+        kind=kind,
+        shape=shape,
+        classes=raw.classes,
+        factors=tuple(raw.extra.get("factor_names", ())),
+        binarize=spec.binarize,
+        translate=spec.translate,
+        rotate=spec.rotate,
+        scale=spec.scale,
+        hflip=spec.hflip,
+        loc=loc,
+        std=std,
+    )
 
 
 def finish_image(a: np.ndarray, spec: DataSpec) -> np.ndarray:
