@@ -13,11 +13,14 @@ from genlab.errors import GenlabError, TrainingInterrupted
 
 # flags that set model, data and training config fields: flag dest -> (section, field)
 MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
-               "train_samples", "prior", "pseudo_inputs", "kl_warmup_steps")
+               "train_samples", "prior", "pseudo_inputs", "kl_warmup_steps",
+               "noise_dim", "loss", "spectral_norm", "r1", "gp_weight", "lr_g", "lr_d", "n_critic", "ema",
+               "diffaugment", "conditional", "batch_norm")
 DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip",
               "stream", "memory_budget_mb")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
-               "val_importance_samples", "checkpoint_every", "device", "tensorboard", "precision", "workers")
+               "val_importance_samples", "checkpoint_every", "device", "tensorboard", "precision", "workers",
+               "monitor_every", "epoch_pictures")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON object")
 
     t = sub.add_parser("train", help="train a model and write a run directory")
-    t.add_argument("family", choices=["ae", "vae"], help="model family")
+    t.add_argument("family", choices=["ae", "vae", "gan"], help="model family")
     t.add_argument("--data", required=False, help="built-in dataset name or a file/folder path")
     t.add_argument("--out", help="run directory (default runs/FAMILY_DATA)")
     t.add_argument("--config", help="JSON file with 'model', 'data' and 'train' sections; flags override it")
@@ -56,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--prior", choices=["normal", "vamp"], help="VAE prior: N(0, I) or a VampPrior")
     m.add_argument("--pseudo-inputs", type=int, help="VampPrior components")
     m.add_argument("--kl-warmup-steps", type=int, help="KL weight grows from 0 to beta over this many steps")
+    n = t.add_argument_group("GAN")
+    n.add_argument("--noise-dim", type=int, help="dimension of the generator's noise")
+    n.add_argument("--loss", choices=["ns", "hinge", "wgan_gp"], help="adversarial loss (default hinge)")
+    n.add_argument("--spectral-norm", type=_bool, metavar="{true,false}", help="spectral norm in D (default true)")
+    n.add_argument("--r1", type=float, help="gamma of the R1 penalty on real data (default 0: off)")
+    n.add_argument("--gp-weight", type=float, help="lambda of the wgan_gp gradient penalty (default 10)")
+    n.add_argument("--lr-g", type=float, help="generator learning rate (default 1e-4)")
+    n.add_argument("--lr-d", type=float, help="discriminator learning rate (default 4e-4)")
+    n.add_argument("--n-critic", type=int, help="discriminator steps per generator step (default 1)")
+    n.add_argument("--ema", type=float, help="decay of the generator weight average used for sampling; 0: off")
+    n.add_argument("--diffaugment", type=_bool, metavar="{true,false}",
+                   help="translation + cutout on D's inputs (default: true for images)")
+    n.add_argument("--batch-norm", type=_bool, metavar="{true,false}", help="batch norm in the conv generator")
+    n.add_argument("--conditional", action="store_const", const=True,
+                   help="class-conditional GAN (labels: class subfolders, or the dataset's classes)")
     g = t.add_argument_group("data")
     g.add_argument("--binarize", choices=["none", "static", "dynamic"])
     g.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
@@ -84,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast precision (fp16: CUDA only)")
     r.add_argument("--workers", type=int, help="DataLoader worker processes for data streamed from disk")
     r.add_argument("--nproc", type=int, help="train in N processes (torchrun + DistributedDataParallel)")
+    r.add_argument("--monitor-every", type=int, help="steps between quality numbers in metrics.jsonl (0: never)")
+    r.add_argument("--epoch-pictures", type=_bool, metavar="{true,false}", help="a sample picture per epoch")
     r.add_argument("--tensorboard", action="store_const", const=True,
                    help="also log to RUN/tensorboard (pip install 'genlab[tensorboard]')")
 
@@ -92,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("--out", help="FILE.png (a grid) or FILE.npy (raw arrays); default RUN/samples.png")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--class", type=int, dest="label", help="the class to generate (conditional GAN)")
 
     c = sub.add_parser("reconstruct", help="inputs next to their reconstructions")
     c.add_argument("run")
@@ -109,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--disentanglement", action="store_true",
                    help="add MIG and DCI (data with known factors, such as 'shapes')")
+    e.add_argument("--quality", action="store_true",
+                   help="add sample-quality metrics (always on for a GAN): fd, fd_floor, precision, recall, ...")
 
     v = sub.add_parser("traverse", help="decode while one latent dimension at a time sweeps a range")
     v.add_argument("run")
@@ -224,6 +247,8 @@ def cmd_train(args) -> None:
     data_given, train_given = given(DATA_FLAGS), given(TRAIN_FLAGS)
     model_cls, config_cls = FAMILIES[args.family]
     _reject_foreign(model_given, config_cls, args.family)
+    if args.family == "gan" and args.lr is not None:
+        raise GenlabError("a GAN has two learning rates: give --lr-g and --lr-d instead of --lr.")
 
     if args.resume:
         if not args.out:
@@ -248,7 +273,7 @@ def cmd_train(args) -> None:
         defaults = config_cls.for_data(data.meta).to_dict()
         model_config = {**defaults, **file_config.get("model", {}), **model_given}
         model_config["input_shape"] = list(data.meta.shape)
-        train_config = {**file_config.get("train", {}), **train_given}
+        train_config = {**getattr(model_cls, "train_defaults", {}), **file_config.get("train", {}), **train_given}
     import torch
 
     from genlab.configs import build_config
@@ -265,7 +290,8 @@ def cmd_train(args) -> None:
     val = end.get("best_val_loss_nats")
     extra = f", validation loss {val:.2f} nats" if val is not None else ""
     print(f"trained {args.family} on {data.meta.name}: kept epoch {kept} of {end.get('epochs')}{extra}")
-    print(f"run written to {out}/ (config.json, model.safetensors, samples.png, reconstructions.png)")
+    pictures = "samples.png" + (", reconstructions.png" if hasattr(model, "reconstruct") else "")
+    print(f"run written to {out}/ (config.json, model.safetensors, {pictures}, epochs/)")
 
 
 def _read_config_file(path: str) -> dict:
@@ -310,7 +336,13 @@ def cmd_sample(args) -> None:
     out = Path(args.out) if args.out else run.path / "samples.png"
     if out.suffix.lower() not in (".png", ".npy"):
         raise GenlabError(f"--out must end in .png (an image grid) or .npy (raw arrays), not '{out.name}'.")
-    samples = run.model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu()
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.label is not None:
+        if run.family != "gan":
+            raise GenlabError(f"--class needs a conditional GAN; '{args.run}' is a {run.family}.")
+        samples = run.model.sample(args.n, generator=generator, labels=args.label).cpu()
+    else:
+        samples = run.model.sample(args.n, generator=generator).cpu()
     meta = run.config.get("data_meta") or {}
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
@@ -325,9 +357,8 @@ def cmd_sample(args) -> None:
 
 def cmd_reconstruct(args) -> None:
     from genlab import report
-    from genlab.runs import load_run
 
-    run = load_run(args.run)
+    run = _encoder_run(args)
     out = Path(args.out) if args.out else run.path / "reconstructions.png"
     if out.suffix.lower() != ".png":
         raise GenlabError(f"--out must end in .png, not '{out.name}'.")
@@ -346,9 +377,17 @@ def cmd_evaluate(args) -> None:
     run = load_run(args.run)
     data = run.load_data()
     split = data.split(args.split)
-    result = evaluate(run.model, split.x, kind=data.meta.kind, importance_samples=args.importance_samples,
-                      batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+    result = {}
+    if hasattr(run.model, "elbo") or hasattr(run.model, "reconstruct"):
+        result = evaluate(run.model, split.x, kind=data.meta.kind, importance_samples=args.importance_samples,
+                          batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+    if args.quality or run.family == "gan":
+        from genlab.metrics.quality import quality
+
+        result.update(quality(run.model, data, seed=args.seed, progress=not args.no_progress))
     if args.disentanglement:
+        if not hasattr(run.model, "encode"):
+            raise GenlabError(f"--disentanglement scores an encoder's codes; the {run.family} has no encoder.")
         from genlab.metrics.disentanglement import disentanglement
 
         result.update(disentanglement(run.model, data))
@@ -371,10 +410,18 @@ def _png_out(out: str | None, default: Path) -> Path:
     return path
 
 
-def _image_run(args):
+def _encoder_run(args):
     from genlab.runs import load_run
 
     run = load_run(args.run)
+    if not hasattr(run.model, "encode"):
+        raise GenlabError(f"'{args.command}' needs an encoder; the {run.family} in '{args.run}' has none "
+                          "(sample and evaluate work on every run).")
+    return run
+
+
+def _image_run(args):
+    run = _encoder_run(args)
     if (run.config.get("data_meta") or {}).get("kind") != "image":
         raise GenlabError(f"'{args.command}' draws images; the run '{args.run}' models points or tabular data.")
     return run
@@ -428,9 +475,8 @@ def cmd_interpolate(args) -> None:
 
 def cmd_latent(args) -> None:
     from genlab import latent, report
-    from genlab.runs import load_run
 
-    run = load_run(args.run)
+    run = _encoder_run(args)
     out = _png_out(args.out, run.path / "latent.png")
     data = run.load_data()
     split = data.split(args.split)

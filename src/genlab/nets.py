@@ -1,4 +1,7 @@
-"""Networks shared by the model families: MLPs for vectors and points, conv encoder/decoder for images."""
+"""Networks shared by the model families: MLPs for vectors and points, conv encoder/decoder for images.
+
+The GAN uses the same blocks: its generator is a decoder from noise (DCGAN-style: transposed convolutions
+with batch norm), its discriminator an encoder with leaky ReLUs."""
 
 from __future__ import annotations
 
@@ -50,36 +53,45 @@ def _widths(n: int, width: int) -> list[int]:
 class ConvEncoder(nn.Module):
     """(B, C, H, W) -> (B, out_features): stride-2 4x4 convolutions, then two linear layers."""
 
-    def __init__(self, shape: tuple[int, ...], out_features: int, width: int = 32, hidden: int = 256):
+    def __init__(self, shape: tuple[int, ...], out_features: int, width: int = 32, hidden: int = 256,
+                 activation=nn.ReLU):
         super().__init__()
         n = _halvings(shape)
         chans = [shape[0], *_widths(n, width)]
         layers: list[nn.Module] = []
         for a, b in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2d(a, b, 4, 2, 1), nn.ReLU()]
+            layers += [nn.Conv2d(a, b, 4, 2, 1), activation()]
         side = shape[1] // 2**n
         self.features = nn.Sequential(*layers, nn.Flatten())
-        self.head = mlp([chans[-1] * side * side, hidden, out_features])
+        self.head = mlp([chans[-1] * side * side, hidden, out_features], activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
 class ConvDecoder(nn.Module):
-    """(B, in_features) -> (B, C, H, W): two linear layers, then stride-2 4x4 transposed convolutions."""
+    """(B, in_features) -> (B, C, H, W): two linear layers, then stride-2 4x4 transposed convolutions.
 
-    def __init__(self, in_features: int, shape: tuple[int, ...], width: int = 32, hidden: int = 256):
+    batch_norm: normalise every hidden layer (the DCGAN generator)."""
+
+    def __init__(self, in_features: int, shape: tuple[int, ...], width: int = 32, hidden: int = 256,
+                 batch_norm: bool = False):
         super().__init__()
         n = _halvings(shape)
         chans = [*reversed(_widths(n, width)), shape[0]]
         self.side = shape[1] // 2**n
         self.chans0 = chans[0]
-        self.head = nn.Sequential(mlp([in_features, hidden, chans[0] * self.side**2]), nn.ReLU())
+        flat = chans[0] * self.side**2
+        if batch_norm:
+            self.head = nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                      nn.Linear(hidden, flat), nn.BatchNorm1d(flat), nn.ReLU())
+        else:
+            self.head = nn.Sequential(mlp([in_features, hidden, flat]), nn.ReLU())
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
             layers.append(nn.ConvTranspose2d(a, b, 4, 2, 1))
             if i < len(chans) - 2:
-                layers.append(nn.ReLU())
+                layers += [nn.BatchNorm2d(b), nn.ReLU()] if batch_norm else [nn.ReLU()]
         self.features = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -89,9 +101,9 @@ class ConvDecoder(nn.Module):
 class MLPEncoder(nn.Module):
     """(B, *shape) -> (B, out_features), flattening the input."""
 
-    def __init__(self, shape: tuple[int, ...], out_features: int, hidden: tuple[int, ...]):
+    def __init__(self, shape: tuple[int, ...], out_features: int, hidden: tuple[int, ...], activation=nn.ReLU):
         super().__init__()
-        self.net = mlp([math.prod(shape), *hidden, out_features])
+        self.net = mlp([math.prod(shape), *hidden, out_features], activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
@@ -109,15 +121,24 @@ class MLPDecoder(nn.Module):
         return self.net(z).view(-1, *self.shape)
 
 
-def encoder(net: str, shape, out_features: int, hidden: tuple[int, ...], conv_width: int) -> nn.Module:
+def encoder(net: str, shape, out_features: int, hidden: tuple[int, ...], conv_width: int,
+            activation=nn.ReLU) -> nn.Module:
     if resolve_net(net, shape) == "conv":
         if len(shape) != 3:
             raise GenlabError(f"conv nets need images; this data has examples of shape {tuple(shape)}. Use --net mlp.")
-        return ConvEncoder(shape, out_features, conv_width)
-    return MLPEncoder(shape, out_features, hidden)
+        return ConvEncoder(shape, out_features, conv_width, activation=activation)
+    return MLPEncoder(shape, out_features, hidden, activation)
 
 
-def decoder(net: str, in_features: int, shape, hidden: tuple[int, ...], conv_width: int) -> nn.Module:
+def decoder(net: str, in_features: int, shape, hidden: tuple[int, ...], conv_width: int,
+            batch_norm: bool = False) -> nn.Module:
     if resolve_net(net, shape) == "conv":
-        return ConvDecoder(in_features, shape, conv_width)
+        if len(shape) != 3:
+            raise GenlabError(f"conv nets need images; this data has examples of shape {tuple(shape)}. Use --net mlp.")
+        return ConvDecoder(in_features, shape, conv_width, batch_norm=batch_norm)
     return MLPDecoder(in_features, shape, hidden)
+
+
+def leaky_relu() -> nn.Module:
+    """The discriminator's activation (DCGAN: slope 0.2)."""
+    return nn.LeakyReLU(0.2)

@@ -62,10 +62,37 @@ def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor
     return Path(path)
 
 
-def save_samples_picture(samples: torch.Tensor, kind: str, path: str | Path, reference=None) -> Path:
+def save_samples_picture(samples: torch.Tensor, kind: str, path: str | Path, reference=None,
+                         fast: bool = False) -> Path:
+    """Images: a grid. Points: a scatter over the reference (fast: a raster drawn by numpy, for every epoch)."""
     if kind == "image":
         return save_image_grid(samples, path)
+    if fast:
+        return save_point_raster(samples, path, reference)
     return save_scatter(samples, path, reference, title="samples")
+
+
+def save_point_raster(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
+                      size: int = 256) -> Path:
+    """The first two coordinates of points as blue pixels over the reference's grey ones, no axes: a few ms."""
+    p = points.detach().cpu().float().numpy()[:, :2]
+    r = reference.detach().cpu().float().numpy()[:, :2] if reference is not None else p
+    p = np.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = r.min(0), r.max(0)
+    margin = 0.1 * np.maximum(hi - lo, 1e-6)
+    lo, hi = lo - margin, hi + margin
+    canvas = np.full((size, size, 3), 255, np.uint8)
+
+    def pixels(x):
+        ij = ((x - lo) / (hi - lo) * (size - 1)).round().astype(int)
+        ij = ij[((ij >= 0) & (ij < size)).all(1)]
+        return size - 1 - ij[:, 1], ij[:, 0]
+
+    if reference is not None:
+        canvas[pixels(r)] = (190, 190, 190)
+    canvas[pixels(p)] = (31, 119, 180)
+    Image.fromarray(canvas).save(path)
+    return Path(path)
 
 
 def save_reconstructions_picture(inputs: torch.Tensor, recon: torch.Tensor, kind: str, path: str | Path) -> Path:
@@ -81,13 +108,15 @@ def save_reconstructions_picture(inputs: torch.Tensor, recon: torch.Tensor, kind
 
 @torch.no_grad()
 def save_run_pictures(model, data, path: Path, n: int = 64) -> None:
-    """samples.png and reconstructions.png in a run directory."""
+    """samples.png and (for models with an encoder) reconstructions.png in a run directory."""
     generator = torch.Generator().manual_seed(0)
     model.eval()
     kind = data.meta.kind
     samples = model.sample(n if kind == "image" else 1000, generator=generator).cpu()
     reference = data.test.x[:1000] if kind != "image" else None
     save_samples_picture(samples, kind, Path(path) / "samples.png", reference)
+    if not hasattr(model, "reconstruct"):  # a GAN has no encoder
+        return
     inputs = data.test.x[: 32 if kind == "image" else 1000]
     recon = model.reconstruct(inputs.to(model.device)).cpu()
     save_reconstructions_picture(inputs, recon, kind, Path(path) / "reconstructions.png")
@@ -122,8 +151,26 @@ def save_training_curves(history: list[dict], path: str | Path) -> Path | None:
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per example")
+    ax.set_ylabel("loss" if "d_loss" in keys else "nats per example")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_monitor_curves(history: list[dict], path: str | Path) -> Path | None:
+    """The quality numbers logged during training (modes, high-quality share, classes covered) by step."""
+    rows = [r for r in history if r.get("kind") == "monitor"]
+    keys = [k for k in ("modes", "classes_covered", "high_quality") if any(k in r for r in rows)]
+    if not keys:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), dpi=100, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.plot([r["step"] for r in rows if key in r], [r[key] for r in rows if key in r], marker=".")
+        ax.set_xlabel("step")
+        ax.set_title(key)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -183,7 +230,6 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
     interpolations and the latent map, with every picture embedded."""
     import json
     import tempfile
-    from html import escape
 
     from genlab import latent
     from genlab.metrics import evaluate
@@ -195,18 +241,34 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        metrics = evaluate(model, test.x, kind=kind, importance_samples=importance_samples, progress=progress)
+        if hasattr(model, "encode"):
+            metrics = evaluate(model, test.x, kind=kind, importance_samples=importance_samples, progress=progress)
+            note = (f'<p class="note">nll_nats is the IWAE bound with K = {importance_samples}; genlab evaluate '
+                    "--importance-samples 1000 gives the number to compare across papers.</p>")
+        else:
+            from genlab.metrics.quality import quality
+
+            metrics = quality(model, data, progress=progress)
+            note = ('<p class="note">fd: Frechet distance of the samples to the training split, on the features '
+                    "named above; fd_floor: the same for the test split (real against real), the best a model can "
+                    "expect. precision/density: samples that look real; recall/coverage: real data the samples "
+                    "reach.</p>")
         (path / "evaluation.json").write_text(json.dumps({"split": "test", **metrics}) + "\n")
         rows = [(k, f"{v:.4f} {UNITS.get(k, '')}".strip() if isinstance(v, float) else v) for k, v in metrics.items()]
-        sections.append(("Metrics on the test split", _table(rows, ("metric", "value"))
-                         + f'<p class="note">nll_nats is the IWAE bound with K = {importance_samples}; '
-                         "genlab evaluate --importance-samples 1000 gives the number to compare across papers.</p>"))
+        sections.append(("Metrics on the test split", _table(rows, ("metric", "value")) + note))
         curves = save_training_curves(run.history, tmp / "curves.png")
         if curves:
             sections.append(("Training curves", _img(curves)))
         samples = model.sample(64 if kind == "image" else 1000, generator=torch.Generator().manual_seed(0)).cpu()
         sections.append(("Samples", _img(save_samples_picture(samples, kind, tmp / "samples.png",
                                                               test.x[:1000] if kind != "image" else None))))
+        monitor = save_monitor_curves(run.history, tmp / "monitor.png")
+        if monitor:
+            sections.append(("Sample quality during training", _img(monitor)
+                             + '<p class="note">A sudden drop of modes or classes is mode collapse.</p>'))
+        if not hasattr(model, "encode"):  # a GAN: no reconstructions, traversals or codes
+            sections.append(_configuration(run))
+            return _write_page(run, data, path, sections)
         inputs = test.x[:16] if kind == "image" else test.x[:1000]
         recon = model.reconstruct(inputs.to(model.device)).cpu()
         sections.append(("Reconstructions", _img(save_reconstructions_picture(inputs, recon, kind, tmp / "recon.png"))
@@ -234,9 +296,19 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
         title = "test codes (PCA)" if codes.shape[1] > 2 else "test codes"
         picture = save_latent_map(coords, test.y, tmp / "map.png", data.meta.classes, title)
         sections.append(("Latent map", _img(picture)))
-        config_rows = [(f"{section}.{k}", v) for section in ("model", "data", "train")
-                       for k, v in (run.config.get(section) or {}).items()]
-        sections.append(("Configuration", _table(config_rows, ("setting", "value"))))
+        sections.append(_configuration(run))
+    return _write_page(run, data, path, sections)
+
+
+def _configuration(run) -> tuple[str, str]:
+    rows = [(f"{section}.{k}", v) for section in ("model", "data", "train")
+            for k, v in (run.config.get(section) or {}).items()]
+    return "Configuration", _table(rows, ("setting", "value"))
+
+
+def _write_page(run, data, path: Path, sections) -> Path:
+    from html import escape
+
     title = f"genlab {run.family} on {data.meta.name}"
     body = "".join(f"<h2>{escape(name)}</h2>\n{html}\n" for name, html in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"

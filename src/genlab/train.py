@@ -52,6 +52,8 @@ class TrainConfig:
     val_importance_samples: int = 0  # 0: validate on -ELBO; K > 0: on the IWAE_K bound
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at every epoch end
     log_every: int = 50  # steps between step rows in metrics.jsonl
+    monitor_every: int = 500  # steps between cheap sample-quality numbers in metrics.jsonl (0: never)
+    epoch_pictures: bool = True  # a sample picture per epoch in RUN/epochs/
     device: str = "auto"  # auto | cpu | cuda
     tensorboard: bool = False  # also log scalars and sample grids to RUN/tensorboard (pip install genlab[tensorboard])
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler, CUDA only)
@@ -75,6 +77,7 @@ class TrainConfig:
               "val_importance_samples must be an integer >= 0")
         check(positive_int(self.checkpoint_every), "checkpoint_every must be a positive integer")
         check(positive_int(self.log_every), "log_every must be a positive integer")
+        check(isinstance(self.monitor_every, int) and self.monitor_every >= 0, "monitor_every must be an integer >= 0")
         check(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, not '{self.device}'")
         check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
         check(isinstance(self.workers, int) and self.workers >= 0, "workers must be an integer >= 0")
@@ -183,7 +186,7 @@ def fit(
     weights: per-example sampling weights for the training split (a tensor), or a function
     (model, train split) -> weights called at the start of every epoch; rare examples drawn more often.
     """
-    config = config or TrainConfig()
+    config = config or TrainConfig(**getattr(model, "train_defaults", {}))
     world, device = World.from_environment(resolve_device(config.device))
     try:
         return _fit(model, data, config, out, resume, force, weights, progress, world, device)
@@ -194,8 +197,11 @@ def fit(
 def _fit(model, data, config, out, resume, force, weights, progress, world: World, device) -> runs.Run:
     if config.precision == "fp16" and device.type != "cuda":
         raise GenlabError("fp16 needs a CUDA GPU; on CPU use --precision bf16 or fp32.")
+    if config.val_fraction > 0 and not hasattr(model, "validation_loss"):
+        raise GenlabError(f"a {model.family} has no validation loss to select epochs by; "
+                          "train it with val_fraction 0 (--val-fraction 0).")
     train, val = split_validation(data.train, config.val_fraction)
-    model.check_data(data.train.x)
+    model.check_data(data.train.x, data.train.y)
     writer_class = _tensorboard_writer_class(out) if config.tensorboard else None
     run_config = {
         "genlab_version": runs.genlab_version(),
@@ -283,6 +289,11 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                 state.step += 1
                 state.batch = b + 1
                 bar.update()
+                if config.monitor_every and state.step % config.monitor_every == 0 and world.main:
+                    from genlab.metrics.quality import monitor
+
+                    log.write({"kind": "monitor", "step": state.step, "epoch": state.epoch + 1,
+                               **monitor(model, data)})
                 if state.step % config.log_every == 0:
                     log.write({"kind": "step", "step": state.step, "epoch": state.epoch + 1, **values})
                     bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
@@ -307,6 +318,8 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
             order = None
             log.write(row)
             log.images(model, data.meta.kind, state.epoch)
+            if config.epoch_pictures and writes is not None:
+                _epoch_picture(model, data, writes, state.epoch)
             bar.set_postfix(epoch=state.epoch, loss=f"{row.get('loss', math.nan):.4g}", refresh=True)
             checkpoint()
 
@@ -331,6 +344,21 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
         report.save_run_pictures(model, data, path)
     world.barrier()
     return runs.Run(model, run_config, path, log.rows)
+
+
+def _epoch_picture(model, data: Dataset, path: Path, epoch: int) -> None:
+    """RUN/epochs/epoch_NNNN.png: the same noise decoded after every epoch, to watch training (and collapse)."""
+    from genlab.report import save_samples_picture
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        samples = model.sample(64 if data.meta.kind == "image" else 1000, generator=torch.Generator().manual_seed(0))
+    model.train(was_training)
+    (path / "epochs").mkdir(exist_ok=True)
+    reference = None if data.meta.kind == "image" else data.test.x[:1000]
+    save_samples_picture(samples.cpu(), data.meta.kind, path / "epochs" / f"epoch_{epoch:04d}.png", reference,
+                         fast=True)
 
 
 def _select(model, state: _State, val_loss: float, config: TrainConfig, best):
@@ -380,6 +408,8 @@ def _step(runners, objectives, optimizers, scalers, x, y, state: _State, path, w
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+        if objective.after_step is not None:
+            objective.after_step()
         prefix = "" if len(objectives) == 1 else f"{objective.name}_"
         values[f"{prefix}loss"] = value
         for k, v in out.items():

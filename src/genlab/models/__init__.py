@@ -6,9 +6,10 @@ from genlab.configs import build_config
 from genlab.errors import GenlabError
 from genlab.models.autoencoder import AE, AEConfig
 from genlab.models.base import LatentConfig, LatentModel, Objective
+from genlab.models.gan import GAN, GANConfig
 from genlab.models.vae import VAE, VAEConfig
 
-FAMILIES = {"ae": (AE, AEConfig), "vae": (VAE, VAEConfig)}
+FAMILIES = {"ae": (AE, AEConfig), "vae": (VAE, VAEConfig), "gan": (GAN, GANConfig)}
 
 
 def build_model(family: str, config: dict):
@@ -19,4 +20,5 @@ def build_model(family: str, config: dict):
     return model_cls(build_config(config_cls, config, family))
 
 
-__all__ = ["AE", "AEConfig", "VAE", "VAEConfig", "LatentConfig", "LatentModel", "Objective", "FAMILIES", "build_model"]
+__all__ = ["AE", "AEConfig", "GAN", "GANConfig",
+           "VAE", "VAEConfig", "LatentConfig", "LatentModel", "Objective", "FAMILIES", "build_model"]

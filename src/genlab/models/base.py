@@ -28,6 +28,7 @@ class Objective:
     lr: float | None = None  # None: the training config's learning rate
     betas: tuple[float, float] = (0.9, 0.999)
     every: int = 1  # update on every n-th step
+    after_step: Callable[[], None] | None = None  # called after each optimiser step (the GAN's weight average)
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,8 @@ class LatentModel(nn.Module):
         """z: (B, latent_dim) -> E[x | z], (B, *input_shape)."""
         return self.likelihood.mean(self.decode(z))
 
-    def check_data(self, x: torch.Tensor) -> None:
-        """Raise GenlabError when x cannot be modelled by this model (shape, value range)."""
+    def check_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Raise GenlabError when x (labels y) cannot be modelled by this model (shape, value range)."""
         if not torch.is_tensor(x):  # streamed from disk: judge by a first batch
             x = x[:256]
         if tuple(x.shape[1:]) != self.config.input_shape:
