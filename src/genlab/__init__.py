@@ -9,11 +9,13 @@ from genlab.data import Dataset, DatasetMeta, Split, list_datasets, load_dataset
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted  # noqa: E402
 from genlab.metrics import evaluate  # noqa: E402
 from genlab.models import AE, GAN, VAE, AEConfig, GANConfig, VAEConfig, build_model  # noqa: E402
+from genlab.outliers import OutlierDetector  # noqa: E402
 from genlab.runs import Run, load_run  # noqa: E402
 from genlab.train import TrainConfig, fit  # noqa: E402
 
 __all__ = [
-    "AE", "AEConfig", "GAN", "GANConfig", "Dataset", "DatasetMeta", "GenlabError", "Run", "Split", "TrainConfig",
+    "AE", "AEConfig", "GAN", "GANConfig", "Dataset", "DatasetMeta", "GenlabError", "OutlierDetector", "Run",
+    "Split", "TrainConfig",
     "TrainingDiverged", "TrainingInterrupted", "VAE", "VAEConfig", "build_model", "evaluate", "fit",
     "list_datasets", "load_dataset", "load_run",
 ]

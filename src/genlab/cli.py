@@ -14,8 +14,8 @@ from genlab.errors import GenlabError, TrainingInterrupted
 # flags that set model, data and training config fields: flag dest -> (section, field)
 MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
                "train_samples", "prior", "pseudo_inputs", "kl_warmup_steps",
-               "noise_dim", "loss", "spectral_norm", "r1", "gp_weight", "lr_g", "lr_d", "n_critic", "ema",
-               "diffaugment", "conditional", "batch_norm")
+               "noise_dim", "loss", "spectral_norm", "r1", "gp_weight", "lr_g", "lr_d", "beta1", "beta2", "n_critic",
+               "ema", "diffaugment", "conditional", "batch_norm")
 DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip",
               "stream", "memory_budget_mb")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--gp-weight", type=float, help="lambda of the wgan_gp gradient penalty (default 10)")
     n.add_argument("--lr-g", type=float, help="generator learning rate (default 1e-4)")
     n.add_argument("--lr-d", type=float, help="discriminator learning rate (default 4e-4)")
+    n.add_argument("--beta1", type=float, help="Adam's beta1 for both nets (default 0)")
+    n.add_argument("--beta2", type=float, help="Adam's beta2 for both nets (default 0.9)")
     n.add_argument("--n-critic", type=int, help="discriminator steps per generator step (default 1)")
     n.add_argument("--ema", type=float, help="decay of the generator weight average used for sampling; 0: off")
     n.add_argument("--diffaugment", type=_bool, metavar="{true,false}",
@@ -101,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"])
     r.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast precision (fp16: CUDA only)")
     r.add_argument("--workers", type=int, help="DataLoader worker processes for data streamed from disk")
+    r.add_argument("--weights", help="per-example sampling weights: a CSV with index and weight (or score) "
+                   "columns, as 'genlab detect --out' writes; rare examples are drawn more often")
     r.add_argument("--nproc", type=int, help="train in N processes (torchrun + DistributedDataParallel)")
     r.add_argument("--monitor-every", type=int, help="steps between quality numbers in metrics.jsonl (0: never)")
     r.add_argument("--epoch-pictures", type=_bool, metavar="{true,false}", help="a sample picture per epoch")
@@ -155,6 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--method", choices=["pca", "tsne"], default="pca")
     a.add_argument("--split", default="test", choices=["train", "test"])
     a.add_argument("--out", help="FILE.png; default RUN/latent.png")
+
+    t = sub.add_parser("detect", help="score inputs by how well a trained AE/VAE explains them; flag outliers")
+    t.add_argument("run")
+    t.add_argument("--data", help="built-in name or path (default: the run's own data); read with the run's options")
+    t.add_argument("--split", default="all", choices=["train", "test", "all"], help="which inputs to score")
+    t.add_argument("--score", default="auto", help="auto, recon, elbo, iwae, latent_density, likelihood_ratio, "
+                   "complexity or typicality")
+    t.add_argument("--contamination", type=float, default=0.05, help="share of the training split taken as outliers")
+    t.add_argument("--outlier-label", type=int,
+                   help="the label that marks outliers, for AUROC/AUPRC (default: a class named outlier/anomaly)")
+    t.add_argument("--out", help="scores.csv: index, score, flag (1 = outlier), weight (for train --weights)")
+    t.add_argument("--top", type=int, default=32, help="how many of the most outlying inputs --out-grid shows")
+    t.add_argument("--out-grid", help="FILE.png: the most outlying inputs (images)")
+    t.add_argument("--out-hist", help="FILE.png: histogram of the scores (inliers against outliers when known)")
+    t.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    t.add_argument("--no-progress", action="store_true")
 
     o = sub.add_parser("report", help="write RUN/report.html: metrics, curves, samples, traversals, latent map")
     o.add_argument("run")
@@ -282,7 +302,13 @@ def cmd_train(args) -> None:
     torch.manual_seed(config.seed)  # the initial weights follow the seed too
     model = model_cls(build_config(config_cls, model_config, args.family))
     out = Path(args.out or f"runs/{args.family}_{Path(data.meta.name).stem}")
-    run = fit(model, data, config, out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    weights = None
+    if args.weights:
+        from genlab.outliers import read_weights_csv
+
+        weights = read_weights_csv(args.weights)
+    run = fit(model, data, config, out, resume=args.resume, force=args.force, weights=weights,
+              progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 speaks for the run
     end = run.history[-1] if run.history else {}
@@ -487,6 +513,79 @@ def cmd_latent(args) -> None:
     print(f"latent map of {len(codes)} {args.split} codes written to {out}")
 
 
+OUTLIER_CLASS_NAMES = ("outlier", "outliers", "anomaly", "anomalies", "ood", "abnormal")
+
+
+def cmd_detect(args) -> None:
+    import numpy as np
+    import torch
+
+    from genlab import report
+    from genlab.data import load_dataset
+    from genlab.outliers import OutlierDetector, write_scores_csv
+    from genlab.runs import load_run
+
+    for name in ("out_grid", "out_hist"):
+        value = getattr(args, name)
+        if value and Path(value).suffix.lower() != ".png":
+            raise GenlabError(f"--{name.replace('_', '-')} must end in .png, not '{Path(value).name}'.")
+    if args.out and Path(args.out).suffix.lower() != ".csv":
+        raise GenlabError(f"--out must end in .csv, not '{Path(args.out).name}'.")
+    if args.top < 1:
+        raise GenlabError(f"--top must be a positive number of inputs, not {args.top}.")
+    run = load_run(args.run)
+    detector = OutlierDetector.from_run(run.path, score=args.score, contamination=args.contamination,
+                                        progress=not args.no_progress)
+    spec = dict(run.config.get("data") or {})
+    spec.pop("name", None)
+    data = load_dataset(args.data, **spec) if args.data else run.load_data()
+    splits = [data.train, data.test] if args.split == "all" else [data.split(args.split)]
+    x = torch.cat([torch.as_tensor(s.x[:]) for s in splits])
+    labels = None if any(s.y is None for s in splits) else torch.cat([s.y for s in splits]).numpy()
+    scores = detector.score_samples(x)
+    flags = scores < detector.threshold_
+    result = {"run": str(run.path), "data": data.meta.name, "split": args.split, "score": detector.score_,
+              "n": len(scores), "n_flagged": int(flags.sum()), "threshold": detector.threshold_,
+              "contamination": args.contamination}
+    outlier = _outlier_mask(labels, data.meta.classes, args.outlier_label)
+    if outlier is not None:
+        if outlier.all() or not outlier.any():
+            raise GenlabError("AUROC needs both inliers and outliers among the inputs; check --outlier-label.")
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        result.update(auroc=float(roc_auc_score(outlier, -scores)),
+                      auprc=float(average_precision_score(outlier, -scores)), n_outliers=int(outlier.sum()))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        result["scores_csv"] = str(write_scores_csv(args.out, scores, flags))
+    if args.out_grid:
+        if data.meta.kind != "image":
+            raise GenlabError("--out-grid draws images; this data is tabular (see --out for the scores).")
+        rarest = np.argsort(scores)[: args.top]
+        Path(args.out_grid).parent.mkdir(parents=True, exist_ok=True)
+        result["grid"] = str(report.save_image_grid(x[torch.as_tensor(rarest)], args.out_grid))
+    if args.out_hist:
+        Path(args.out_hist).parent.mkdir(parents=True, exist_ok=True)
+        result["histogram"] = str(report.save_score_histogram(scores, detector.threshold_, outlier, args.out_hist))
+    if args.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key:<14} {value:.4f}" if isinstance(value, float) else f"{key:<14} {value}")
+
+
+def _outlier_mask(labels, classes, outlier_label):
+    """Which inputs are known outliers: --outlier-label, or a class named like 'outlier'; None when unknown."""
+    if labels is None:
+        if outlier_label is not None:
+            raise GenlabError("--outlier-label was given, but this data has no labels.")
+        return None
+    if outlier_label is not None:
+        return labels == outlier_label
+    named = [i for i, c in enumerate(classes or ()) if str(c).lower() in OUTLIER_CLASS_NAMES]
+    return (labels == named[0]) if named else None
+
+
 def cmd_report(args) -> None:
     from genlab import report
     from genlab.runs import load_run
@@ -507,4 +606,5 @@ COMMANDS = {
     "interpolate": cmd_interpolate,
     "latent": cmd_latent,
     "report": cmd_report,
+    "detect": cmd_detect,
 }

@@ -177,6 +177,27 @@ def save_monitor_curves(history: list[dict], path: str | Path) -> Path | None:
     return Path(path)
 
 
+def save_score_histogram(scores, threshold: float, outlier=None, path: str | Path = "scores.png") -> Path:
+    """Outlier scores as histograms (inliers and outliers apart when known) with the threshold marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    scores = np.asarray(scores, np.float64)
+    bins = np.histogram_bin_edges(scores, bins=50)
+    if outlier is None:
+        ax.hist(scores, bins=bins, color="tab:blue", alpha=0.8, label="inputs")
+    else:
+        ax.hist(scores[~outlier], bins=bins, color="tab:blue", alpha=0.6, label="inliers")
+        ax.hist(scores[outlier], bins=bins, color="tab:red", alpha=0.6, label="outliers")
+    ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
+    ax.set_xlabel("score (higher = more normal)")
+    ax.set_ylabel("inputs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def save_latent_map(coords: torch.Tensor, labels: torch.Tensor | None, path: str | Path, classes=(),
                     title: str = "") -> Path:
     """A 2-D map of codes, coloured by label when there are labels."""

@@ -248,8 +248,9 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
 
     x_train = train.x.to(device)
     y_train = None if train.y is None else train.y.to(device)
-    static_weights = None if weights is None or callable(weights) else check_weights(weights, len(train))
     n, bs = len(train), config.batch_size
+    # weights index the dataset's training split; the validation part (its last examples) is never drawn
+    static_weights = None if weights is None or callable(weights) else check_weights(weights, len(data.train))[:n]
     steps_per_epoch = math.ceil(n / bs)
     log = _MetricsLog(writes, writer_class(str(path / "tensorboard")) if writer_class and writes else None)
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.step, disable=not progress or not world.main,

@@ -1,0 +1,384 @@
+"""Outlier detection: score inputs by how well a generative model explains them.
+
+`OutlierDetector` follows scikit-learn's estimator conventions: parameters are set in `__init__` and never
+changed by `fit`; learned state ends in `_`; `fit` returns self; `score_samples` is higher for more normal
+inputs; `threshold_` is the `contamination` quantile of the training scores; `predict` gives 1 (inlier) or
+-1 (outlier).
+
+Scores (per example, higher = more normal):
+  recon             -reconstruction error, -log p(x | z = encoder mean)           (AE, VAE)
+  elbo              the evidence lower bound on log p(x), nats                   (VAE)
+  iwae              the IWAE bound with K = importance_samples, nats             (VAE)
+  latent_density    log density of the encoder mean under a Gaussian mixture fitted to the training codes
+  likelihood_ratio  ELBO(model) - ELBO(background), the background trained on inputs with a fraction of their
+                    values replaced by noise: it explains the low-level statistics both share, so the ratio
+                    keeps what is specific to the data (Ren et al. 2019)
+  complexity        log2 p(x) + L(x), L the PNG-compressed size of the image in bits: a raw likelihood rates
+                    simple inputs (a black image) as likely because they are easy to compress, the correction
+                    removes that (Serra et al. 2020); images only
+  typicality        -|(-ELBO(x)) - H|, H the mean training -ELBO: inputs are outliers when their likelihood is
+                    atypical in either direction, too low or too high (Nalisnick et al. 2019b). `typicality_test`
+                    is the batch form.
+  auto              the default the benchmarks pick (benchmarks/outliers.py): see AUTO_SCORE, per data kind.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab.errors import GenlabError
+
+SCORES = ("auto", "recon", "elbo", "iwae", "latent_density", "likelihood_ratio", "complexity", "typicality")
+AUTO_SCORE = {"image": "complexity", "tabular": "elbo"}  # chosen by benchmarks/outliers.py (README)
+MODELS = ("vae", "ae")
+AUTO_STEPS = 2000
+NEEDS_VAE = ("elbo", "iwae", "likelihood_ratio", "complexity", "typicality")
+
+
+class OutlierDetector:
+    """A generative model as an outlier detector; see the module docstring for the scores.
+
+    model: "vae" or "ae", trained by `fit` on the inputs (or use `OutlierDetector.from_run`).
+    epochs: None trains for about AUTO_STEPS optimiser steps (10 to 500 epochs), small sets included.
+    net: the model's networks, as in the VAE config (auto: conv nets for images of side 16 or more).
+    contamination: the share of the training inputs taken to be outliers; sets `threshold_`.
+    background_noise: the share of values replaced by noise in the background model's inputs.
+    """
+
+    def __init__(self, model: str = "vae", score: str = "auto", contamination: float = 0.05, latent_dim: int = 16,
+                 epochs: int | None = None, batch_size: int = 100, importance_samples: int = 100,
+                 background_noise: float = 0.2, mixture_components: int = 10, net: str = "auto", seed: int = 0,
+                 progress: bool = False):
+        self.model = model
+        self.score = score
+        self.contamination = contamination
+        self.latent_dim = latent_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.importance_samples = importance_samples
+        self.background_noise = background_noise
+        self.mixture_components = mixture_components
+        self.net = net
+        self.seed = seed
+        self.progress = progress
+
+    # ------------------------------------------------------------------------------------------ fitting
+
+    def _check_params(self, kind: str) -> str:
+        if self.model not in MODELS:
+            raise GenlabError(f"model must be one of {', '.join(MODELS)}, not '{self.model}'.")
+        if self.score not in SCORES:
+            raise GenlabError(f"score must be one of {', '.join(SCORES)}, not '{self.score}'.")
+        if not 0 < self.contamination < 0.5:
+            raise GenlabError(f"contamination must be in (0, 0.5), not {self.contamination}.")
+        if not 0 < self.background_noise < 1:
+            raise GenlabError(f"background_noise must be in (0, 1), not {self.background_noise}.")
+        score = AUTO_SCORE[kind] if self.score == "auto" else self.score
+        if self.model == "ae" and score in NEEDS_VAE:
+            score = "recon" if self.score == "auto" else score
+            if score in NEEDS_VAE:
+                raise GenlabError(f"the {score} score needs a VAE; an autoencoder offers recon and latent_density.")
+        return score
+
+    def fit(self, X, y=None) -> OutlierDetector:
+        """Train a model on X (images (N, C, H, W) / (N, H, W) in [0, 1], or a table (N, D)), set threshold_."""
+        from genlab import fit
+        from genlab.data.core import Dataset, DatasetMeta, Split
+        from genlab.models import AE, VAE, AEConfig, VAEConfig
+        from genlab.train import TrainConfig
+
+        x = self._as_inputs(X, fitting=True)
+        kind = "image" if x.dim() == 4 else "tabular"
+        score = self._check_params(kind)
+        if kind == "tabular":
+            self.mean_ = x.mean(0)
+            self.scale_ = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1])
+            x = (x - self.mean_) / self.scale_
+        else:
+            if x.min() < 0 or x.max() > 1:
+                raise GenlabError("image inputs must be in [0, 1]; divide 8-bit pixels by 255.")
+            self.mean_ = self.scale_ = None
+        self.kind_ = kind
+        meta = DatasetMeta(name="detector", kind=kind, shape=tuple(x.shape[1:]))
+        config_cls, model_cls = (VAEConfig, VAE) if self.model == "vae" else (AEConfig, AE)
+        epochs = self.epochs or min(500, max(10, math.ceil(AUTO_STEPS / math.ceil(len(x) / self.batch_size))))
+        train = TrainConfig(epochs=epochs, batch_size=self.batch_size, val_fraction=0.0, seed=self.seed,
+                            device="cpu", monitor_every=0, epoch_pictures=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.model_ = model_cls(config_cls.for_data(meta, latent_dim=self.latent_dim, net=self.net))
+            fit(self.model_, Dataset(Split(x), Split(x[:1]), meta), train, progress=self.progress)
+            if score == "likelihood_ratio":
+                noisy = _perturb(x, self.background_noise, kind, torch.Generator().manual_seed(self.seed))
+                self.background_ = model_cls(config_cls.for_data(meta, latent_dim=self.latent_dim, net=self.net))
+                fit(self.background_, Dataset(Split(noisy), Split(noisy[:1]), meta), train, progress=self.progress)
+        return self._fit_scores(x, score)
+
+    @classmethod
+    def from_run(cls, path, score: str = "auto", contamination: float = 0.05, progress: bool = False,
+                 **params) -> OutlierDetector:
+        """A detector from a trained run: its model, and the threshold from its training split's scores.
+        Inputs are in the run's data units (as `load_dataset` with the run's options gives them)."""
+        from genlab.runs import load_run
+
+        run = load_run(path)
+        if run.family not in MODELS:
+            raise GenlabError(f"outlier scores need an AE or a VAE; '{path}' is a {run.family}.")
+        det = cls(model=run.family, score=score, contamination=contamination, progress=progress, **params)
+        data = run.load_data()
+        det.kind_ = "image" if data.meta.kind == "image" else "tabular"
+        chosen = det._check_params(det.kind_)
+        det.model_ = run.model.eval()
+        det.mean_ = det.scale_ = None
+        x = torch.as_tensor(data.train.x[:]) if not torch.is_tensor(data.train.x) else data.train.x
+        if chosen == "likelihood_ratio":
+            det.background_ = _train_background(run, data, x, det)
+        return det._fit_scores(x, chosen)
+
+    def _fit_scores(self, x: torch.Tensor, score: str) -> OutlierDetector:
+        self.score_ = score
+        self.n_features_in_ = int(np.prod(x.shape[1:]))
+        self.input_shape_ = tuple(x.shape[1:])
+        if score == "complexity" and self.kind_ != "image":
+            raise GenlabError("the complexity score compresses images; use likelihood_ratio or elbo for tables.")
+        if score == "latent_density":
+            from sklearn.mixture import GaussianMixture
+
+            codes = _codes(self.model_, x)
+            k = max(1, min(self.mixture_components, len(codes) // 20))
+            mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=self.seed)
+            self.mixture_ = mixture.fit(codes)
+        if score == "typicality":
+            self.train_elbo_ = self._elbo(self.model_, x)
+            self.typical_nll_ = float(-self.train_elbo_.mean())
+        self.train_scores_ = self._scores(x)
+        self.threshold_ = float(np.quantile(self.train_scores_, self.contamination))
+        return self
+
+    def with_score(self, score: str, X) -> OutlierDetector:
+        """A detector sharing this one's trained model(s) that uses another score; its training statistics and
+        threshold_ come from X (the training inputs). Compares scores without training again."""
+        import copy
+
+        self._check_fitted()
+        other = copy.copy(self)
+        other.score = score
+        chosen = other._check_params(self.kind_)
+        if chosen == "likelihood_ratio" and not hasattr(self, "background_"):
+            raise GenlabError("the likelihood_ratio score needs the background model: fit with that score.")
+        for name in ("train_elbo_", "mixture_", "typical_nll_"):
+            other.__dict__.pop(name, None)
+        return other._fit_scores(self._prepare(X), chosen)
+
+    # ------------------------------------------------------------------------------------------ scoring
+
+    def score_samples(self, X) -> np.ndarray:
+        """(N,) scores, higher = more normal."""
+        return self._scores(self._prepare(X))
+
+    def decision_function(self, X) -> np.ndarray:
+        """score_samples(X) - threshold_: negative for outliers."""
+        return self.score_samples(X) - self.threshold_
+
+    def predict(self, X) -> np.ndarray:
+        """1 for inliers, -1 for outliers."""
+        return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    def typicality_test(self, X, batch_size: int = 2, alpha: float = 0.01, bootstrap: int = 1000) -> np.ndarray:
+        """Nalisnick et al. 2019b: is each batch of `batch_size` consecutive inputs typical? -> (n_batches,) bool,
+        True = out of distribution. The statistic |mean batch -ELBO - H| is compared with its (1 - alpha)
+        quantile over bootstrap batches of the training inputs."""
+        x = self._prepare(X)
+        if not hasattr(self, "train_elbo_"):
+            raise GenlabError("typicality_test needs a detector with score='typicality'.")
+        nll = -self._elbo(self.model_, x)
+        train_nll = -self.train_elbo_
+        h = train_nll.mean()
+        rng = np.random.RandomState(self.seed)
+        boot = np.abs(train_nll[rng.randint(len(train_nll), size=(bootstrap, batch_size))].mean(1) - h)
+        limit = np.quantile(boot, 1 - alpha)
+        n = len(nll) // batch_size
+        if n == 0:
+            raise GenlabError(f"typicality_test needs at least batch_size = {batch_size} inputs.")
+        stats = np.abs(nll[: n * batch_size].reshape(n, batch_size).mean(1) - h)
+        return stats > limit
+
+    def _scores(self, x: torch.Tensor) -> np.ndarray:
+        s, m = self.score_, self.model_
+        if s == "recon":
+            return _batched(x, lambda b: m.likelihood.log_prob(m.decode(_mean_code(m, b)), b))
+        if s == "elbo":
+            return self._elbo(m, x)
+        if s == "iwae":
+            return _batched(x, lambda b: m.log_likelihood(b, self.importance_samples), self.seed)
+        if s == "latent_density":
+            return self.mixture_.score_samples(_codes(m, x))
+        if s == "likelihood_ratio":
+            return self._elbo(m, x) - self._elbo(self.background_, x)
+        if s == "complexity":
+            return self._elbo(m, x) / math.log(2) + png_bits(x)
+        nll = -self._elbo(m, x)
+        return -np.abs(nll - self.typical_nll_)
+
+    def _elbo(self, model, x: torch.Tensor) -> np.ndarray:
+        """ELBO averaged over 10 posterior samples, with draws fixed by the seed."""
+        return _batched(x, lambda b: model.elbo(b, samples=10), self.seed)
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "threshold_"):
+            raise GenlabError("this OutlierDetector is not fitted yet: call fit(X) first, or use from_run.")
+
+    def _prepare(self, X) -> torch.Tensor:
+        self._check_fitted()
+        x = self._as_inputs(X)
+        if int(np.prod(x.shape[1:])) != self.n_features_in_:
+            raise GenlabError(f"X has {int(np.prod(x.shape[1:]))} features per example; this detector was fitted "
+                              f"on {self.n_features_in_} (shape {self.input_shape_}).")
+        x = x.reshape(len(x), *self.input_shape_)
+        if self.mean_ is not None:
+            x = (x - self.mean_) / self.scale_
+        return x
+
+    def _as_inputs(self, X, fitting: bool = False) -> torch.Tensor:
+        try:
+            x = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        except (TypeError, ValueError) as e:
+            raise GenlabError(f"X must be a numeric array: {e}.") from None
+        if x.dim() == 3 and fitting:  # (N, H, W) grey images
+            x = x.unsqueeze(1)
+        if x.dim() not in (2, 3, 4) or len(x) == 0:
+            raise GenlabError(f"X must be (N, D) features or (N, C, H, W) images, not shape {tuple(x.shape)}.")
+        if fitting and x.dim() == 4 and x.shape[1] not in (1, 3):
+            raise GenlabError(f"images must have 1 or 3 channels, not {x.shape[1]}.")
+        if not torch.isfinite(x).all():
+            raise GenlabError("X contains NaN or infinite values.")
+        if fitting and len(x) < 10:
+            raise GenlabError(f"fit needs at least 10 examples, not {len(x)}.")
+        return x
+
+    def get_params(self, deep: bool = True) -> dict:
+        import inspect
+
+        return {k: getattr(self, k) for k in inspect.signature(type(self).__init__).parameters if k != "self"}
+
+    def set_params(self, **params) -> OutlierDetector:
+        for k, v in params.items():
+            if k not in self.get_params():
+                raise GenlabError(f"unknown parameter '{k}'.")
+            setattr(self, k, v)
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@torch.no_grad()
+def _batched(x: torch.Tensor, fn, seed: int | None = None, batch_size: int = 500) -> np.ndarray:
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return torch.cat([fn(x[i : i + batch_size]).double().cpu() for i in range(0, len(x), batch_size)]).numpy()
+
+
+def _mean_code(model, x: torch.Tensor) -> torch.Tensor:
+    code = model.encode(x)
+    return code.loc if hasattr(code, "loc") else code
+
+
+def _codes(model, x: torch.Tensor) -> np.ndarray:
+    return _batched(x, lambda b: _mean_code(model, b))
+
+
+def _perturb(x: torch.Tensor, rate: float, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Replace a `rate` share of the values by noise: uniform [0, 1] for images, N(0, 1) for standardised tables."""
+    replace = torch.rand(x.shape, generator=generator) < rate
+    noise = torch.rand(x.shape, generator=generator) if kind == "image" else torch.randn(x.shape, generator=generator)
+    return torch.where(replace, noise, x)
+
+
+def _train_background(run, data, x: torch.Tensor, det: OutlierDetector):
+    """A copy of the run's model trained, with its training config, on perturbed training inputs."""
+    from genlab import fit
+    from genlab.data.core import Dataset, Split
+    from genlab.models import build_model
+    from genlab.train import TrainConfig
+
+    kind = "image" if data.meta.kind == "image" else "tabular"
+    noisy = _perturb(x, det.background_noise, kind, torch.Generator().manual_seed(det.seed))
+    train = TrainConfig.from_dict({**run.config["train"], "val_fraction": 0.0, "monitor_every": 0,
+                                   "epoch_pictures": False, "device": "cpu"})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(det.seed)
+        background = build_model(run.family, run.config["model"])
+        fit(background, Dataset(Split(noisy), Split(noisy[:1]), data.meta), train, progress=det.progress)
+    return background.eval()
+
+
+def png_bits(x: torch.Tensor) -> np.ndarray:
+    """L(x): the size in bits of each image as an 8-bit PNG (Pillow, maximum compression)."""
+    from PIL import Image
+
+    pixels = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    sizes = []
+    for p in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(p[:, :, 0] if p.shape[2] == 1 else p).save(buffer, format="PNG", optimize=True)
+        sizes.append(8 * buffer.tell())
+    return np.asarray(sizes, np.float64)
+
+
+def sampling_weights(scores: np.ndarray, strength: float = 4.0) -> np.ndarray:
+    """Sampling weights from outlier scores: by rank, 1 for the most normal example up to 1 + strength for the
+    rarest, so rare examples are drawn more often in training without one outlier taking over."""
+    scores = np.asarray(scores, np.float64)
+    if len(scores) == 1:
+        return np.ones(1)
+    rarity = np.argsort(np.argsort(-scores)) / (len(scores) - 1)  # 0 for the most normal, 1 for the rarest
+    return 1.0 + strength * rarity
+
+
+def write_scores_csv(path: str | Path, scores: np.ndarray, flags: np.ndarray) -> Path:
+    """index,score,flag,weight per input (flag 1 = outlier), written atomically."""
+    from genlab.runs import write_atomic
+
+    weights = sampling_weights(scores)
+    lines = ["index,score,flag,weight"] + [
+        f"{i},{s:.6g},{int(f)},{w:.6g}" for i, (s, f, w) in enumerate(zip(scores, flags, weights))
+    ]
+    path = Path(path)
+    write_atomic(path, lambda p: p.write_text("\n".join(lines) + "\n"))
+    return path
+
+
+def read_weights_csv(path: str | Path) -> torch.Tensor:
+    """The `weight` column (or weights made from the `score` column) of a scores CSV, in index order."""
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise GenlabError(f"the weights file '{path}' does not exist.") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise GenlabError(f"cannot read the weights file '{path}' ({e}).") from None
+    if not rows or "index" not in rows[0] or not ({"weight", "score"} & set(rows[0])):
+        raise GenlabError(f"'{path}' needs a header with index and weight (or score) columns, as genlab detect "
+                          "--out writes.")
+    try:
+        index = np.array([int(r["index"]) for r in rows])
+        column = "weight" if "weight" in rows[0] else "score"
+        values = np.array([float(r[column]) for r in rows])
+    except (TypeError, ValueError) as e:
+        raise GenlabError(f"'{path}' has a value that is not a number ({e}).") from None
+    if sorted(index.tolist()) != list(range(len(index))):
+        raise GenlabError(f"'{path}': the index column must number the examples 0..{len(index) - 1} once each.")
+    values = values[np.argsort(index)]
+    weights = values if column == "weight" else sampling_weights(values)
+    return torch.as_tensor(weights, dtype=torch.float64)

@@ -1,0 +1,163 @@
+"""OutlierDetector: planted outliers, the estimator contract, the corrected scores, and the CLI path."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from genlab import GenlabError, OutlierDetector
+from genlab.cli import main
+from genlab.outliers import png_bits, read_weights_csv, sampling_weights, write_scores_csv
+
+QUICK = dict(epochs=8, latent_dim=4)
+
+
+@pytest.fixture(scope="module")
+def digits_with_noise(digits):
+    noise = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return torch.cat([digits.train.x, noise]).numpy()
+
+
+@pytest.mark.parametrize("model, score", [("vae", "elbo"), ("vae", "likelihood_ratio"), ("vae", "typicality"),
+                                          ("ae", "recon")])
+def test_a_noise_image_among_digits_gets_the_lowest_score(digits_with_noise, model, score):
+    det = OutlierDetector(model=model, score=score, contamination=0.05, **QUICK).fit(digits_with_noise)
+    scores = det.score_samples(digits_with_noise)
+    assert np.argmin(scores) == len(digits_with_noise) - 1
+    assert (det.predict(digits_with_noise) == -1).mean() == pytest.approx(0.05, abs=0.005)
+
+
+def test_a_point_far_from_a_2d_blob_gets_the_lowest_score():
+    rng = np.random.RandomState(0)
+    x = np.concatenate([rng.randn(500, 2) * [1.0, 3.0] + [10.0, -5.0], [[10.0 + 8, -5.0 + 8]]]).astype(np.float32)
+    det = OutlierDetector(contamination=0.1, epochs=30, latent_dim=2).fit(x)
+    assert det.score_ == "elbo"  # auto on tables
+    scores = det.score_samples(x)
+    assert np.argmin(scores) == 500
+    assert (det.predict(x) == -1).mean() == pytest.approx(0.1, abs=0.01)
+    assert det.mean_.numpy() == pytest.approx(x.mean(0), abs=1e-4)  # standardised inside the detector
+
+
+def test_the_estimator_contract(digits):
+    x = digits.train.x[:300].numpy()
+    det = OutlierDetector(score="elbo", contamination=0.1, **QUICK)
+    before = det.get_params()
+    with pytest.raises(GenlabError, match="not fitted"):
+        det.score_samples(x)
+    assert det.fit(x) is det
+    assert det.get_params() == before  # fit changes no parameter
+    assert {"model_", "threshold_", "train_scores_", "n_features_in_"} <= set(vars(det))
+    assert det.score_samples(x).shape == (300,) and det.predict(x).shape == (300,)
+    assert set(np.unique(det.predict(x))) <= {-1, 1}
+    np.testing.assert_allclose(det.decision_function(x), det.score_samples(x) - det.threshold_)
+    with pytest.raises(GenlabError, match="features"):
+        det.score_samples(np.zeros((3, 1, 9, 9), np.float32))
+    with pytest.raises(GenlabError, match="score must be one of"):
+        OutlierDetector(score="magic").fit(x)
+    with pytest.raises(GenlabError, match="contamination"):
+        OutlierDetector(contamination=0.7).fit(x)
+    with pytest.raises(GenlabError, match="NaN"):
+        OutlierDetector().fit(np.full((20, 3), np.nan))
+    with pytest.raises(GenlabError, match="needs a VAE"):
+        OutlierDetector(model="ae", score="elbo").fit(x)
+
+
+def test_scores_are_reproducible(digits):
+    x = digits.train.x[:200].numpy()
+    det = OutlierDetector(score="elbo", **QUICK).fit(x)
+    np.testing.assert_array_equal(det.score_samples(x), det.score_samples(x))
+
+
+def test_the_latent_density_is_the_mixture_density_of_the_encoder_means(digits):
+    x = digits.train.x[:400].numpy()
+    det = OutlierDetector(score="latent_density", **QUICK).fit(x)
+    with torch.no_grad():
+        means = det.model_.encode(torch.as_tensor(x)).loc.double().numpy()
+    np.testing.assert_allclose(det.score_samples(x), det.mixture_.score_samples(means), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def mnist_part():
+    from genlab import load_dataset
+
+    data = load_dataset("mnist5k")
+    return data.train.x[:1500].numpy(), data.test.x[:300].numpy()
+
+
+def test_corrected_scores_rank_a_simpler_input_below_digits_where_the_elbo_ranks_it_above(mnist_part):
+    """Nalisnick et al.'s failure, built on purpose: an all-black image is easier to explain than any digit."""
+    x, test = mnist_part
+    black = np.zeros((1, 1, 28, 28), np.float32)
+    elbo = OutlierDetector(score="elbo", epochs=10, latent_dim=8, net="mlp").fit(x)
+    assert elbo.score_samples(black)[0] > np.median(elbo.score_samples(test))  # the raw likelihood is fooled
+    corrected = elbo.with_score("complexity", x)  # the same model, corrected for input complexity
+    assert corrected.score_ == "complexity"
+    assert corrected.score_samples(black)[0] < np.quantile(corrected.score_samples(test), 0.05)
+    with pytest.raises(GenlabError, match="background model"):
+        elbo.with_score("likelihood_ratio", x)
+
+
+def test_typicality_test_flags_a_batch_of_too_likely_inputs(digits):
+    x = digits.train.x.numpy()
+    det = OutlierDetector(score="typicality", epochs=15, latent_dim=8).fit(x)
+    flagged = det.typicality_test(np.zeros((8, 1, 8, 8), np.float32), batch_size=4)
+    assert flagged.tolist() == [True, True]
+    assert det.typicality_test(digits.test.x[:200].numpy(), batch_size=4).mean() < 0.1
+
+
+def test_png_bits_grow_with_image_complexity():
+    black = torch.zeros(1, 1, 28, 28)
+    noise = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert png_bits(black)[0] < png_bits(noise)[0] / 5
+
+
+def test_sampling_weights_rank_rare_examples_up_and_round_trip_a_csv(tmp_path):
+    scores = np.array([-1.0, -50.0, 3.0, 0.0])
+    w = sampling_weights(scores, strength=4.0)
+    assert w.tolist() == [1 + 4 * 2 / 3, 5.0, 1.0, 1 + 4 / 3]  # rarest (lowest score) 5x the most normal
+    path = write_scores_csv(tmp_path / "s.csv", scores, scores < -0.5)
+    assert path.read_text().splitlines()[0] == "index,score,flag,weight"
+    np.testing.assert_allclose(read_weights_csv(path).numpy(), w, rtol=1e-5)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(GenlabError, match="index and weight"):
+        read_weights_csv(tmp_path / "bad.csv")
+
+
+def test_cli_detect_then_train_with_the_weights(tmp_path, capsys):
+    run = tmp_path / "vae"
+    assert main(["train", "vae", "--data", "digits", "--out", str(run), "--epochs", "2", "--latent-dim", "4",
+                 "--hidden", "32", "--no-progress"]) == 0
+    capsys.readouterr()
+    scores = tmp_path / "scores.csv"
+    assert main(["detect", str(run), "--split", "train", "--score", "elbo", "--contamination", "0.1", "--out",
+                 str(scores), "--out-grid", str(tmp_path / "rare.png"), "--top", "8", "--out-hist",
+                 str(tmp_path / "hist.png"), "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = scores.read_text().splitlines()
+    assert result["n"] == len(rows) - 1 == 1437
+    assert result["n_flagged"] == pytest.approx(0.1 * 1437, abs=40)  # threshold from the 90% the model trained on
+    assert (tmp_path / "rare.png").is_file() and (tmp_path / "hist.png").is_file()
+    # digits carry labels: call one digit the outliers and AUROC appears
+    assert main(["detect", str(run), "--split", "test", "--score", "elbo", "--outlier-label", "1", "--json",
+                 "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["auroc"] <= 1 and 0 <= result["auprc"] <= 1 and result["n_outliers"] > 0
+    out = tmp_path / "weighted"
+    assert main(["train", "vae", "--data", "digits", "--out", str(out), "--epochs", "1", "--latent-dim", "4",
+                 "--hidden", "32", "--no-progress", "--weights", str(scores)]) == 0
+    assert main(["train", "vae", "--data", "mnist5k", "--out", str(tmp_path / "w2"), "--epochs", "1",
+                 "--no-progress", "--weights", str(scores)]) == 2
+    assert "1437 sampling weights for 4000" in capsys.readouterr().err  # the weights must match the split
+
+
+def test_cli_detect_mistakes_are_one_line_errors(vae_run, tmp_path, capsys):
+    for argv, message in [
+        (["detect", str(vae_run.path), "--score", "magic"], "score must be one of"),
+        (["detect", str(vae_run.path), "--out", str(tmp_path / "s.txt")], "must end in .csv"),
+        (["detect", str(vae_run.path), "--contamination", "2"], "contamination"),
+        (["detect", str(vae_run.path), "--data", "grid25"], "features"),
+    ]:
+        assert main([*argv, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and message in err and "Traceback" not in err
