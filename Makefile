@@ -22,6 +22,8 @@ demo: $(STAMP)
 	$(BIN)/genlab interpolate runs/demo --from 0 --to 1 --out runs/demo/interpolate.png
 	$(BIN)/genlab latent runs/demo --out runs/demo/latent.png
 	$(BIN)/genlab report runs/demo
+	$(BIN)/genlab detect runs/demo --split test --top 32 --out runs/demo/scores.csv --out-grid runs/demo/rare.png \
+		--out-hist runs/demo/scores.png --no-progress
 	@cat runs/demo/evaluation.json
 	@echo "demo run in runs/demo/: open runs/demo/report.html"
 

@@ -20,25 +20,24 @@ from common import mean_sd, record_all
 
 from genlab import GAN, VAE, GANConfig, TrainConfig, VAEConfig, fit, load_dataset
 from genlab.metrics.quality import quality
+from genlab.recipes import recipe
 
-MIXTURE_GAN = {"hidden": [256, 256, 256], "noise_dim": 16}
-MIXTURE_TRAIN = {"epochs": 300, "batch_size": 256}
+MIXTURE_GAN = recipe("gan-mixture", "gan")["model"]
+MIXTURE_TRAIN = recipe("gan-mixture", "gan")["train"]
 IMAGE_TRAIN = {"epochs": 60, "batch_size": 64}
 
 # name: (dataset, family, model overrides, train overrides)
 CONFIGS = {
     "grid25": ("grid25", "gan", MIXTURE_GAN, MIXTURE_TRAIN),
     "ring8": ("ring8", "gan", MIXTURE_GAN, MIXTURE_TRAIN),
+    # ablations: one stabiliser changed at a time from the recipe
     "grid25-no-ema": ("grid25", "gan", {**MIXTURE_GAN, "ema": 0.0}, MIXTURE_TRAIN),
-    "grid25-no-sn": ("grid25", "gan", {**MIXTURE_GAN, "spectral_norm": False}, MIXTURE_TRAIN),
-    "grid25-no-ttur": ("grid25", "gan", {**MIXTURE_GAN, "lr_d": 1e-4}, MIXTURE_TRAIN),
-    "grid25-r1": ("grid25", "gan", {**MIXTURE_GAN, "r1": 0.1}, MIXTURE_TRAIN),
-    "grid25-ns": ("grid25", "gan", {**MIXTURE_GAN, "loss": "ns"}, MIXTURE_TRAIN),
-    "grid25-wgan-gp": ("grid25", "gan", {**MIXTURE_GAN, "loss": "wgan_gp", "spectral_norm": False, "n_critic": 5},
-                       MIXTURE_TRAIN),
-    "grid25-vanilla": ("grid25", "gan", {**MIXTURE_GAN, "loss": "ns", "spectral_norm": False, "ema": 0.0,
-                                         "lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "beta2": 0.999},
-                       MIXTURE_TRAIN),
+    "grid25-no-r1": ("grid25", "gan", {**MIXTURE_GAN, "r1": 0.0}, MIXTURE_TRAIN),
+    "grid25-sn": ("grid25", "gan", {**MIXTURE_GAN, "spectral_norm": True, "r1": 0.0}, MIXTURE_TRAIN),
+    "grid25-hinge-sn-ttur": ("grid25", "gan", {**MIXTURE_GAN, "loss": "hinge", "spectral_norm": True, "r1": 0.0,
+                                               "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0}, MIXTURE_TRAIN),
+    "grid25-constant-lr": ("grid25", "gan", MIXTURE_GAN, {**MIXTURE_TRAIN, "lr_schedule": "constant"}),
+    "grid25-wgan-gp": ("grid25", "gan", {**MIXTURE_GAN, "loss": "wgan_gp", "r1": 0.0, "n_critic": 5}, MIXTURE_TRAIN),
     "mnist5k": ("mnist5k", "gan", {}, IMAGE_TRAIN),
     "mnist5k-no-diffaugment": ("mnist5k", "gan", {"diffaugment": False}, IMAGE_TRAIN),
     "mnist5k-no-ema": ("mnist5k", "gan", {"ema": 0.0}, IMAGE_TRAIN),

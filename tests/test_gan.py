@@ -192,3 +192,12 @@ def test_encoder_commands_refuse_a_gan_clearly(gan_run, capsys):
         assert main(command) == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_the_mixture_recipe_sets_the_gan_config(tmp_path):
+    out = tmp_path / "r"
+    assert main(["train", "gan", "--data", "grid25", "--recipe", "gan-mixture", "--epochs", "1", "--hidden", "16",
+                 "--out", str(out), "--no-progress"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"]["loss"] == "ns" and saved["model"]["r1"] == 0.1 and saved["model"]["hidden"] == [16]
+    assert saved["train"]["lr_schedule"] == "cosine" and saved["train"]["batch_size"] == 256

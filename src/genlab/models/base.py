@@ -66,6 +66,17 @@ class LatentConfig:
         return dataclasses.asdict(self)
 
 
+def check_shape(x, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """x (or, for data streamed from disk, its first batch) after checking one example's shape."""
+    if not torch.is_tensor(x):
+        x = x[:256]
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise GenlabError(
+            f"this model takes examples of shape {tuple(input_shape)}, the data has {tuple(x.shape[1:])}."
+        )
+    return x
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise GenlabError(message + ".")
@@ -98,13 +109,7 @@ class LatentModel(nn.Module):
 
     def check_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """Raise GenlabError when x (labels y) cannot be modelled by this model (shape, value range)."""
-        if not torch.is_tensor(x):  # streamed from disk: judge by a first batch
-            x = x[:256]
-        if tuple(x.shape[1:]) != self.config.input_shape:
-            raise GenlabError(
-                f"this model takes examples of shape {self.config.input_shape}, the data has {tuple(x.shape[1:])}."
-            )
-        self.likelihood.check_data(x)
+        self.likelihood.check_data(check_shape(x, self.config.input_shape))
 
     def fit_end(self, x: torch.Tensor) -> None:
         """Called by the trainer once training ends, with the training inputs."""

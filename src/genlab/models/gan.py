@@ -28,7 +28,7 @@ from torch import nn
 
 from genlab import nets
 from genlab.errors import GenlabError
-from genlab.models.base import Objective, _check
+from genlab.models.base import Objective, _check, check_shape
 
 LOSSES = ("ns", "hinge", "wgan_gp")
 OUTPUTS = ("sigmoid", "linear")
@@ -196,12 +196,7 @@ class GAN(nn.Module):
         return next(self.parameters()).device
 
     def check_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        if not torch.is_tensor(x):  # streamed from disk: judge by a first batch
-            x = x[:256]
-        if tuple(x.shape[1:]) != self.config.input_shape:
-            raise GenlabError(
-                f"this model takes examples of shape {self.config.input_shape}, the data has {tuple(x.shape[1:])}."
-            )
+        x = check_shape(x, self.config.input_shape)
         if self.config.output == "sigmoid" and (x.min() < 0 or x.max() > 1):
             raise GenlabError("a GAN with sigmoid outputs needs data in [0, 1]; use output 'linear' for other data.")
         if self.config.conditional:
