@@ -15,7 +15,8 @@ from genlab.errors import GenlabError, TrainingInterrupted
 MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
                "train_samples", "prior", "pseudo_inputs", "kl_warmup_steps",
                "noise_dim", "loss", "spectral_norm", "r1", "gp_weight", "lr_g", "lr_d", "beta1", "beta2", "n_critic",
-               "ema", "diffaugment", "conditional", "batch_norm")
+               "ema", "diffaugment", "conditional", "batch_norm",
+               "reweight", "aggregate", "bins", "alpha", "temper", "vae_classes", "jtt_epochs", "jtt_upweight")
 DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip",
               "stream", "memory_budget_mb")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON object")
 
     t = sub.add_parser("train", help="train a model and write a run directory")
-    t.add_argument("family", choices=["ae", "vae", "gan"], help="model family")
+    t.add_argument("family", choices=["ae", "vae", "gan", "dbvae"], help="model family")
     t.add_argument("--data", required=False, help="built-in dataset name or a file/folder path")
     t.add_argument("--out", help="run directory (default runs/FAMILY_DATA)")
     t.add_argument("--config", help="JSON file with 'model', 'data' and 'train' sections; flags override it")
@@ -76,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--batch-norm", type=_bool, metavar="{true,false}", help="batch norm in the conv generator")
     n.add_argument("--conditional", action="store_const", const=True,
                    help="class-conditional GAN (labels: class subfolders, or the dataset's classes)")
+    b = t.add_argument_group("DB-VAE (debiasing)")
+    b.add_argument("--reweight", choices=["latent", "jtt", "none", "oracle"],
+                   help="latent: DB-VAE weights from latent densities; jtt: Just Train Twice; none: plain training; "
+                   "oracle: 1/group size from group labels (a benchmark reference)")
+    b.add_argument("--aggregate", choices=["max", "product"], help="latent weights over dimensions (default max)")
+    b.add_argument("--bins", type=int, help="histogram bins per latent dimension (default 10)")
+    b.add_argument("--alpha", type=float, help="histogram smoothing (default 0.001)")
+    b.add_argument("--temper", type=_bool, metavar="{true,false}",
+                   help="product weights: geometric mean over dimensions (default true)")
+    b.add_argument("--vae-classes", type=int, nargs="+", help="classes that get the VAE term (default all)")
+    b.add_argument("--jtt-epochs", type=int, help="JTT: epochs of the first model (default 2)")
+    b.add_argument("--jtt-upweight", type=float, help="JTT: weight of its training errors (default 20)")
     g = t.add_argument_group("data")
     g.add_argument("--binarize", choices=["none", "static", "dynamic"])
     g.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
@@ -175,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out-hist", help="FILE.png: histogram of the scores (inliers against outliers when known)")
     t.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     t.add_argument("--no-progress", action="store_true")
+
+    u = sub.add_parser("audit", help="what a DB-VAE's weights uncovered: rare examples, groups, accuracy")
+    u.add_argument("run")
+    u.add_argument("--top", type=int, default=32, help="examples in each of the highest/lowest weight grids")
+    u.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
     o = sub.add_parser("report", help="write RUN/report.html: metrics, curves, samples, traversals, latent map")
     o.add_argument("run")
@@ -307,8 +325,16 @@ def cmd_train(args) -> None:
         from genlab.outliers import read_weights_csv
 
         weights = read_weights_csv(args.weights)
-    run = fit(model, data, config, out, resume=args.resume, force=args.force, weights=weights,
-              progress=not args.no_progress)
+    if args.family == "dbvae":
+        if weights is not None:
+            raise GenlabError("a DB-VAE makes its own sampling weights (--reweight); --weights does not apply.")
+        from genlab.debias import fit_debiased
+
+        run = fit_debiased(model, data, config, out, resume=args.resume, force=args.force,
+                           progress=not args.no_progress)
+    else:
+        run = fit(model, data, config, out, resume=args.resume, force=args.force, weights=weights,
+                  progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 speaks for the run
     end = run.history[-1] if run.history else {}
@@ -586,6 +612,26 @@ def _outlier_mask(labels, classes, outlier_label):
     return (labels == named[0]) if named else None
 
 
+def cmd_audit(args) -> None:
+    from genlab import debias, report
+    from genlab.runs import load_run
+
+    if args.top < 1:
+        raise GenlabError(f"--top must be a positive number of examples, not {args.top}.")
+    run = load_run(args.run)
+    if run.family != "dbvae":
+        raise GenlabError(f"audit reads a DB-VAE run (genlab train dbvae); '{args.run}' is a {run.family}.")
+    data = run.load_data()
+    result = debias.audit(run.model, data, run.history)
+    result["pictures"] = report.save_audit_pictures(run.model, data, run.history, run.path, args.top)
+    (run.path / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+
+
 def cmd_report(args) -> None:
     from genlab import report
     from genlab.runs import load_run
@@ -607,4 +653,5 @@ COMMANDS = {
     "latent": cmd_latent,
     "report": cmd_report,
     "detect": cmd_detect,
+    "audit": cmd_audit,
 }

@@ -198,6 +198,52 @@ def save_score_histogram(scores, threshold: float, outlier=None, path: str | Pat
     return Path(path)
 
 
+@torch.no_grad()
+def save_audit_pictures(model, data, history: list[dict], path: Path, top: int = 32) -> dict:
+    """audit_top.png / audit_bottom.png (the highest- and lowest-weighted training images), audit_histograms.png
+    (per-dimension histograms of the latent means) and audit_ess.png (effective sample size by epoch)."""
+    from genlab import debias
+
+    path = Path(path)
+    train = data.train
+    weights = debias.model_weights(model, train)
+    order = np.argsort(-weights)
+    out = {}
+    if data.meta.kind == "image":
+        x = torch.as_tensor(train.x[:])
+        out["top"] = str(save_image_grid(x[torch.as_tensor(order[:top].copy())], path / "audit_top.png"))
+        out["bottom"] = str(save_image_grid(x[torch.as_tensor(order[::-1][:top].copy())], path / "audit_bottom.png"))
+    codes = debias.encode_means(model, train.x)
+    plt = _pyplot()
+    cols = min(8, codes.shape[1])
+    rows = -(-codes.shape[1] // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 1.6 * rows), dpi=90, squeeze=False)
+    for d, ax in enumerate(axes.flat):
+        if d < codes.shape[1]:
+            ax.hist(codes[:, d], bins=model.config.bins, color="tab:blue")
+            ax.set_title(f"z{d}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("latent means of the training split, per dimension (the DB-VAE's histograms)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path / "audit_histograms.png")
+    plt.close(fig)
+    out["histograms"] = str(path / "audit_histograms.png")
+    ess = [(r["epoch"], r["sampling_ess"]) for r in history if r.get("kind") == "epoch" and "sampling_ess" in r]
+    if ess:
+        fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+        ax.plot(*zip(*ess), marker=".")
+        ax.axhline(len(train), color="0.6", ls="--", lw=1, label=f"N = {len(train)}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("effective sample size")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path / "audit_ess.png")
+        plt.close(fig)
+        out["ess"] = str(path / "audit_ess.png")
+    return out
+
+
 def save_latent_map(coords: torch.Tensor, labels: torch.Tensor | None, path: str | Path, classes=(),
                     title: str = "") -> Path:
     """A 2-D map of codes, coloured by label when there are labels."""

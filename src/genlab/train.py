@@ -264,11 +264,17 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
 
     with _StopFlag() as stop, bar:
         while state.epoch < config.epochs and state.stop_reason is None:
+            ess = None
             if order is None:
                 w = static_weights
                 if callable(weights):
                     w = check_weights(weights(model, train), n)
                     model.train()
+                if w is not None:
+                    ess = float(w.sum() ** 2 / (w**2).sum())
+                    if ess < 0.05 * n and world.main:
+                        tqdm.write(f"warning: the sampling weights of epoch {state.epoch + 1} rest on about "
+                                   f"{ess:.0f} of {n} examples (effective sample size)", file=sys.stderr)
                 order = epoch_order(n, config.seed, state.epoch, w).to(device)
             sums: dict[str, float] = {}
             started, seen, count = time.perf_counter(), 0, 0
@@ -310,6 +316,8 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
             row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step}
             row.update({k: v / max(1, count) for k, v in sums.items()})
             row["samples_per_s"] = seen / elapsed if elapsed > 0 else None
+            if ess is not None:
+                row["sampling_ess"] = ess
             if val is not None:
                 row["val_loss_nats"] = _mean_validation_loss(model, val, config, device)
                 model.train()

@@ -34,6 +34,7 @@ class DatasetMeta:
     hflip: bool = False
     loc: tuple[float, ...] | None = None  # standardisation of tabular data (train mean, std)
     std: tuple[float, ...] | None = None
+    groups: tuple[str, ...] = ()  # names of the group ids (hidden nuisances), for reports only
 
     @property
     def dim(self) -> int:
@@ -135,7 +136,7 @@ def register(name: str, description: str):
 
 def list_datasets() -> dict[str, str]:
     """Built-in dataset names and a line about each."""
-    from genlab.data import embedded  # noqa: F401  (fills the registry)
+    from genlab.data import embedded, nuisance  # noqa: F401  (fill the registry)
 
     return {name: entry.description for name, entry in _REGISTRY.items()}
 
@@ -230,12 +231,13 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
         raise GenlabError(f"translate, rotate, scale and hflip apply to images, but '{spec.name}' is {kind} data.")
     meta = _meta(spec, raw, kind, tuple(xtr.shape[1:]), loc=loc, std=spread)
 
-    def to_split(x, y, factors):
+    def to_split(x, y, factors, group):
         as_long = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
         x = torch.from_numpy(np.ascontiguousarray(x))
-        return Split(x, as_long(y), None, as_long(factors[0] if factors else None))
+        return Split(x, as_long(y), as_long(group), as_long(factors[0] if factors else None))
 
-    return Dataset(to_split(xtr, ytr, ftr), to_split(xte, yte, fte), meta, spec)
+    groups = raw.extra.get("groups", (None, None))  # (train, test) group ids, never used for training
+    return Dataset(to_split(xtr, ytr, ftr, groups[0]), to_split(xte, yte, fte, groups[1]), meta, spec)
 
 
 def _finish_streamed(raw: RawData, spec: DataSpec) -> Dataset:
@@ -264,6 +266,7 @@ def _meta(spec: DataSpec, raw: RawData, kind: str, shape: tuple[int, ...], loc=N
         hflip=spec.hflip,
         loc=loc,
         std=std,
+        groups=tuple(raw.extra.get("group_names", ())),
     )
 
 

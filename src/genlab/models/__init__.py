@@ -6,10 +6,12 @@ from genlab.configs import build_config
 from genlab.errors import GenlabError
 from genlab.models.autoencoder import AE, AEConfig
 from genlab.models.base import LatentConfig, LatentModel, Objective
+from genlab.models.dbvae import DBVAE, DBVAEConfig
 from genlab.models.gan import GAN, GANConfig
 from genlab.models.vae import VAE, VAEConfig
 
-FAMILIES = {"ae": (AE, AEConfig), "vae": (VAE, VAEConfig), "gan": (GAN, GANConfig)}
+FAMILIES = {"ae": (AE, AEConfig), "vae": (VAE, VAEConfig), "gan": (GAN, GANConfig),
+            "dbvae": (DBVAE, DBVAEConfig)}
 
 
 def build_model(family: str, config: dict):
@@ -20,5 +22,5 @@ def build_model(family: str, config: dict):
     return model_cls(build_config(config_cls, config, family))
 
 
-__all__ = ["AE", "AEConfig", "GAN", "GANConfig",
+__all__ = ["AE", "AEConfig", "DBVAE", "DBVAEConfig", "GAN", "GANConfig",
            "VAE", "VAEConfig", "LatentConfig", "LatentModel", "Objective", "FAMILIES", "build_model"]

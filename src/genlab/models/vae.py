@@ -54,7 +54,7 @@ class VAE(LatentModel):
     family = "vae"
 
     def __init__(self, config: VAEConfig):
-        super().__init__(config, encoder_outputs=2 * config.latent_dim)
+        super().__init__(config, encoder_outputs=2 * config.latent_dim + self.extra_encoder_outputs(config))
         if config.prior == "vamp":
             # pseudo-inputs live in data space: through a sigmoid for [0, 1] data, as they are otherwise
             start = torch.randn(config.pseudo_inputs, *config.input_shape) * 0.1
@@ -66,9 +66,17 @@ class VAE(LatentModel):
         raw = self.pseudo_raw
         return torch.sigmoid(raw) if self.config.likelihood == "bernoulli" else raw
 
+    @staticmethod
+    def extra_encoder_outputs(config) -> int:
+        """Encoder outputs beyond the posterior's mean and log-variance (the DB-VAE's class logits)."""
+        return 0
+
     def encode(self, x: torch.Tensor) -> Normal:
         """x: (B, *input_shape) -> q(z | x), a Normal with loc and scale of shape (B, latent_dim)."""
-        mu, log_var = self.encoder(x).chunk(2, dim=-1)
+        return self._posterior(self.encoder(x))
+
+    def _posterior(self, out: torch.Tensor) -> Normal:
+        mu, log_var = out[..., : 2 * self.config.latent_dim].chunk(2, dim=-1)
         return Normal(mu, torch.exp(0.5 * log_var), validate_args=False)
 
     @staticmethod
@@ -162,12 +170,16 @@ class VAE(LatentModel):
             bound = self.iwae_bound(x, c.train_samples)
             return {"loss": -bound.mean(), "iwae_nats": bound.mean().detach()}
         recon, kl, _ = self.elbo_terms(x)
-        weight = c.beta
-        if c.kl_warmup_steps and self.training:
-            weight = c.beta * min(1.0, (self.steps_trained.item() + 1) / c.kl_warmup_steps)
-            self.steps_trained += 1
-        loss = -(recon - weight * kl).mean()
+        loss = -(recon - self.kl_weight() * kl).mean()
         return {"loss": loss, "recon_loss": -recon.mean().detach(), "kl_nats": kl.mean().detach()}
+
+    def kl_weight(self) -> float:
+        """The KL weight of this training step: beta, ramped up over the warm-up steps (counted here)."""
+        c = self.config
+        if c.kl_warmup_steps and self.training:
+            self.steps_trained += 1
+            return c.beta * min(1.0, self.steps_trained.item() / c.kl_warmup_steps)
+        return c.beta
 
     def objectives(self) -> list[Objective]:
         return [Objective("vae", list(self.parameters()), self.loss)]
