@@ -1,0 +1,137 @@
+"""Debiasing: hand-computed weights, the sampler, effective sample size, the nuisance builders, the DB-VAE."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from genlab import DBVAE, DBVAEConfig, GenlabError, load_dataset
+from genlab.cli import main
+from genlab.data.nuisance import COLOURS, UNDER_SHARES, colour_digits
+from genlab.debias import effective_sample_size, latent_weights
+from genlab.train import epoch_order
+
+# a dense cluster of 8 codes at 0 and 2 far codes at 10; bins = 2 -> edges [0, 5, 10], counts [8, 2],
+# densities count / (N * width) = [0.16, 0.04]
+CODES_1D = np.array([0.0] * 8 + [10.0] * 2)[:, None]
+ALPHA = 0.001
+
+
+def test_max_weights_by_hand():
+    w = latent_weights(CODES_1D, bins=2, alpha=ALPHA, aggregate="max")
+    smoothed = np.array([0.16 + ALPHA, 0.04 + ALPHA]) / (0.2 + 2 * ALPHA)  # the lab normalises the smoothed density
+    p = 1 / smoothed[[0] * 8 + [1] * 2]
+    np.testing.assert_allclose(w, p / p.sum(), rtol=1e-9)
+    assert w[-1] == pytest.approx((1 / 0.041) / (8 / 0.161 + 2 / 0.041))  # the same numbers, written out
+    assert w[-1] > 3.9 * w[0]  # the far codes get the largest weights
+
+
+def test_product_weights_by_hand_tempered_and_raw():
+    codes = np.hstack([CODES_1D, CODES_1D])  # two dimensions with the same structure
+    raw = latent_weights(codes, bins=2, alpha=ALPHA, aggregate="product", temper=False)
+    assert raw[-1] == pytest.approx((1 / 0.041**2) / (8 / 0.161**2 + 2 / 0.041**2))
+    tempered = latent_weights(codes, bins=2, alpha=ALPHA, aggregate="product", temper=True)
+    assert tempered[-1] == pytest.approx((1 / 0.041) / (8 / 0.161 + 2 / 0.041))  # geometric mean over dimensions
+    assert raw[-1] > tempered[-1] > tempered[0]
+
+
+def test_untempered_product_weights_collapse_and_the_ess_says_so():
+    rng = np.random.RandomState(0)
+    codes = rng.randn(1000, 16)
+    raw = latent_weights(codes, aggregate="product", temper=False)
+    tempered = latent_weights(codes, aggregate="product", temper=True)
+    assert effective_sample_size(raw) < 20  # a handful of examples hold the weight
+    assert effective_sample_size(tempered) > 500
+
+
+def test_effective_sample_size_of_uniform_and_one_hot_weights():
+    assert effective_sample_size(np.ones(250)) == pytest.approx(250)
+    assert effective_sample_size(np.eye(250)[7]) == pytest.approx(1)
+
+
+def test_the_sampler_draws_in_proportion_to_the_latent_weights():
+    w = torch.as_tensor(latent_weights(CODES_1D, bins=2, alpha=ALPHA))
+    draws = torch.cat([epoch_order(10, seed=0, epoch=e, weights=w) for e in range(2000)])
+    counts = np.bincount(draws.numpy(), minlength=10)
+    assert chisquare(counts, w.numpy() * counts.sum()).pvalue > 0.01
+
+
+def test_under_builder_has_the_stated_groups_and_renderings():
+    data = load_dataset("nuisance:under")
+    mnist = load_dataset("mnist5k")
+    counts = np.bincount(data.train.group.numpy(), minlength=4) / len(data.train)
+    np.testing.assert_allclose(counts, UNDER_SHARES)
+    assert torch.equal(data.train.y, (mnist.train.y >= 5).long())
+    n = len(mnist.test)
+    assert np.bincount(data.test.group.numpy()).tolist() == [n] * 4
+    base, inverted, rotated, both = (data.test.x[k * n : (k + 1) * n] for k in range(4))
+    assert torch.equal(base, mnist.test.x)
+    assert torch.allclose(inverted, 1 - base)
+    assert torch.equal(rotated, torch.rot90(base, 1, dims=(2, 3)))
+    assert torch.allclose(both, torch.rot90(1 - base, 1, dims=(2, 3)))
+    i = int(np.flatnonzero(data.train.group.numpy() == 3)[0])  # a training image in the rarest rendering
+    assert torch.allclose(data.train.x[i], torch.rot90(1 - mnist.train.x[i], 1, dims=(1, 2)))
+
+
+def test_corr_builder_colours_agree_with_the_class_95_percent_of_the_time_in_training_only():
+    data = load_dataset("nuisance:corr")
+    mnist = load_dataset("mnist5k")
+    conflict = data.train.group.float().mean().item()
+    assert conflict == pytest.approx(0.05, abs=0.01)
+    assert data.test.group.float().mean().item() == pytest.approx(0.9, abs=0.03)  # uniform colours
+    aligned = np.flatnonzero(data.train.group.numpy() == 0)[:20]
+    y = mnist.train.y[aligned].numpy()
+    expected = colour_digits(mnist.train.x[aligned].numpy(), y)
+    np.testing.assert_allclose(data.train.x[aligned].numpy(), expected)
+    assert data.train.x.shape[1] == 3 and len(COLOURS) == 10
+
+
+def test_dbvae_loss_is_cross_entropy_plus_the_vae_term_of_the_classes_of_interest():
+    torch.manual_seed(0)
+    config = DBVAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(16,), num_classes=2, vae_classes=(1,))
+    model = DBVAE(config)
+    x = torch.rand(6, 1, 8, 8)
+    y0 = torch.zeros(6, dtype=torch.long)  # no example of class 1: the loss is the cross-entropy alone
+    out = model.loss(x, y0)
+    ce = torch.nn.functional.cross_entropy(model.logits(x), y0)
+    assert out["loss"].item() == pytest.approx(ce.item(), rel=1e-6) and out["vae_loss"].item() == 0
+    y1 = torch.ones(6, dtype=torch.long)
+    torch.manual_seed(1)
+    out = model.loss(x, y1)
+    torch.manual_seed(1)
+    elbo = model.elbo(x)  # the same posterior draw
+    expected = torch.nn.functional.cross_entropy(model.logits(x), y1) - elbo.mean() / 64
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_dbvae_needs_labels():
+    from genlab.data import DatasetMeta
+
+    with pytest.raises(GenlabError, match="labelled data"):
+        DBVAEConfig.for_data(DatasetMeta(name="x", kind="image", shape=(1, 8, 8)))
+
+
+@pytest.mark.parametrize("reweight", ["latent", "jtt"])
+def test_cli_trains_and_audits_a_dbvae(tmp_path, capsys, reweight):
+    out = tmp_path / "db"
+    assert main(["train", "dbvae", "--data", "nuisance:under", "--net", "mlp", "--hidden", "64", "--latent-dim", "4",
+                 "--epochs", "2", "--jtt-epochs", "1", "--reweight", reweight, "--out", str(out),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["audit", str(out), "--json", "--top", "8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["accuracy_by_group"]) == {"normal, upright", "inverted, upright", "normal, rotated",
+                                                "inverted, rotated"}
+    assert result["worst_group_accuracy"] == min(result["accuracy_by_group"].values())
+    assert 0 <= result["test_accuracy"] <= 1
+    if reweight == "latent":
+        assert 0 < result["minority_weight_share"] < 1 and 0 <= result["minority_auroc"] <= 1
+        assert len(result["ess_by_epoch"]) == 2 and all(0 < e <= 4000 * 0.9 + 1 for e in result["ess_by_epoch"])
+        assert (out / "audit_top.png").is_file() and (out / "audit_ess.png").is_file()
+
+
+def test_audit_refuses_other_families(vae_run, capsys):
+    assert main(["audit", str(vae_run.path)]) == 2
+    assert "DB-VAE" in capsys.readouterr().err
