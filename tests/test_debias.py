@@ -135,3 +135,34 @@ def test_cli_trains_and_audits_a_dbvae(tmp_path, capsys, reweight):
 def test_audit_refuses_other_families(vae_run, capsys):
     assert main(["audit", str(vae_run.path)]) == 2
     assert "DB-VAE" in capsys.readouterr().err
+
+
+def _write_celeba(root, n=12, partition=True):
+    from PIL import Image
+
+    names = ["5_o_Clock_Shadow", "Male", "Pale_Skin", "Smiling"]
+    rng = np.random.RandomState(0)
+    (root / "img_align_celeba").mkdir(parents=True)
+    rows, values = [], rng.choice([-1, 1], size=(n, len(names)))
+    for i in range(n):
+        name = f"{i + 1:06d}.jpg"
+        Image.fromarray(rng.randint(0, 255, (218, 178, 3), dtype=np.uint8)).save(root / "img_align_celeba" / name)
+        rows.append(name + " " + " ".join(f"{v:2d}" for v in values[i]))
+    (root / "list_attr_celeba.txt").write_text(f"{n}\n" + " ".join(names) + "\n" + "\n".join(rows) + "\n")
+    if partition:
+        (root / "list_eval_partition.txt").write_text(
+            "".join(f"{i + 1:06d}.jpg {0 if i < n - 4 else 2}\n" for i in range(n)))
+    return values, names
+
+
+def test_celeba_layout_gives_labels_groups_and_the_official_split(tmp_path):
+    values, names = _write_celeba(tmp_path / "celeba")
+    data = load_dataset(tmp_path / "celeba", size=32, attribute="Male")
+    assert data.train.x.shape == (8, 3, 32, 32) and data.test.x.shape == (4, 3, 32, 32)
+    assert data.train.y.tolist() == (values[:8, names.index("Male")] > 0).astype(int).tolist()
+    assert data.test.group.tolist() == (values[8:, names.index("Pale_Skin")] > 0).astype(int).tolist()
+    assert data.meta.classes == ("not Male", "Male") and data.meta.groups == ("not Pale_Skin", "Pale_Skin")
+    streamed = load_dataset(tmp_path / "celeba", size=32, attribute="Male", stream="always")
+    assert torch.allclose(streamed.train.x[0:3], data.train.x[:3])
+    with pytest.raises(GenlabError, match="no attribute 'Wearing_Hat'"):
+        load_dataset(tmp_path / "celeba", attribute="Wearing_Hat")

@@ -18,7 +18,7 @@ MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gauss
                "ema", "diffaugment", "conditional", "batch_norm",
                "reweight", "aggregate", "bins", "alpha", "temper", "vae_classes", "jtt_epochs", "jtt_upweight")
 DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip",
-              "stream", "memory_budget_mb")
+              "stream", "memory_budget_mb", "attribute", "group_attribute")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
                "val_importance_samples", "checkpoint_every", "device", "tensorboard", "precision", "workers",
                "monitor_every", "epoch_pictures")
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stream", choices=["auto", "always", "never"],
                    help="read an image folder from disk batch by batch (auto: when larger than the memory budget)")
     g.add_argument("--memory-budget-mb", type=int, help="in-memory size above which --stream auto streams")
+    g.add_argument("--attribute", help="CelebA: the attribute that becomes the label (default Smiling)")
+    g.add_argument("--group-attribute", help="CelebA: the attribute that names groups for audits (default Pale_Skin)")
     r = t.add_argument_group("training")
     r.add_argument("--epochs", type=int)
     r.add_argument("--batch-size", type=int)

@@ -85,6 +85,8 @@ class DataSpec:
     hflip: bool = False  # training images mirrored left-right with probability 1/2 (off for digits)
     stream: str = "auto"  # image folders: auto (from disk when larger than the budget) | always | never
     memory_budget_mb: int = 2048  # in-memory size above which `auto` streams
+    attribute: str | None = None  # CelebA: the attribute that becomes the label (default Smiling)
+    group_attribute: str | None = None  # CelebA: the attribute that names the groups, for audits (default Pale_Skin)
 
     def __post_init__(self):
         if self.binarize not in BINARIZE:
@@ -249,7 +251,8 @@ def _finish_streamed(raw: RawData, spec: DataSpec) -> Dataset:
             raise GenlabError(f"the {split} split of '{spec.name}' is empty: the data has too few examples.")
     meta = _meta(spec, raw, "image", tuple(xtr.shape[1:]))
     as_long = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
-    return Dataset(Split(xtr, as_long(ytr)), Split(xte, as_long(yte)), meta, spec)
+    gtr, gte = raw.extra.get("groups", (None, None))
+    return Dataset(Split(xtr, as_long(ytr), as_long(gtr)), Split(xte, as_long(yte), as_long(gte)), meta, spec)
 
 
 def _meta(spec: DataSpec, raw: RawData, kind: str, shape: tuple[int, ...], loc=None, std=None) -> DatasetMeta:

@@ -54,6 +54,8 @@ def _load_folder(path: Path, spec: DataSpec) -> RawData:
     files = [p for p in path.iterdir() if not p.name.startswith(".")]
     if not files:
         raise GenlabError(f"the folder '{path}' is empty: put images (or IDX/CIFAR files) in it.")
+    if (path / CELEBA_ATTRIBUTES).is_file() and (path / CELEBA_IMAGES).is_dir():
+        return _load_celeba(path, spec)
     idx = {_idx_role(p.name): p for p in files if _idx_role(p.name)}
     if {"train-images", "test-images"} <= set(idx):
         return _load_idx_pair(idx, path, spec)
@@ -286,6 +288,60 @@ def _load_image_folder(folder: Path, spec: DataSpec) -> RawData:
         return _split_lazy(ImageFiles(files, size, mode, partial(finish_image, spec=spec)), y, spec, classes)
     x = np.stack([read_image(f, size, mode) for f in files])
     return _split_arrays(x, y, spec, classes=classes, kind="image")
+
+
+CELEBA_ATTRIBUTES, CELEBA_IMAGES = "list_attr_celeba.txt", "img_align_celeba"
+CELEBA_PARTITION = "list_eval_partition.txt"
+
+
+def _load_celeba(folder: Path, spec: DataSpec) -> RawData:
+    """CelebA's layout: img_align_celeba/*.jpg, list_attr_celeba.txt (a count line, the 40 attribute names, then
+    'file v1 ... v40' with values -1/1), optional list_eval_partition.txt ('file 0|1|2'; 2 = test, the rest train).
+    Label = `attribute` (default Smiling), group = `group_attribute` (default Pale_Skin, for audits only);
+    faces are centre-cropped to a square and resized to `size` (default 64)."""
+    attribute, group_attribute = spec.attribute or "Smiling", spec.group_attribute or "Pale_Skin"
+    lines = [line.split() for line in (folder / CELEBA_ATTRIBUTES).read_text().splitlines() if line.strip()]
+    if len(lines) < 3:
+        raise GenlabError(f"'{folder / CELEBA_ATTRIBUTES}' has no rows: it should list attributes per image.")
+    names = lines[1]
+    for a in (attribute, group_attribute):
+        if a not in names:
+            raise GenlabError(f"CelebA has no attribute '{a}'; known: {', '.join(names)}.")
+    rows = lines[2:]
+    try:
+        files = [folder / CELEBA_IMAGES / r[0] for r in rows]
+        values = np.array([[int(v) for v in r[1:]] for r in rows])
+    except ValueError as e:
+        raise GenlabError(f"'{folder / CELEBA_ATTRIBUTES}' has a value that is not -1 or 1 ({e}).") from None
+    if values.shape[1] != len(names):
+        raise GenlabError(f"'{folder / CELEBA_ATTRIBUTES}': rows have {values.shape[1]} values for {len(names)} names.")
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise GenlabError(f"{len(missing)} image(s) listed in {CELEBA_ATTRIBUTES} are missing, e.g. '{missing[0]}'.")
+    y = (values[:, names.index(attribute)] > 0).astype(np.int64)
+    g = (values[:, names.index(group_attribute)] > 0).astype(np.int64)
+    partition = folder / CELEBA_PARTITION
+    if partition.is_file():
+        split_of = {r[0]: int(r[1]) for r in (line.split() for line in partition.read_text().splitlines()) if r}
+        test = np.array([split_of.get(f.name, 0) == 2 for f in files])
+        if test.all() or not test.any():
+            raise GenlabError(f"'{partition}' leaves an empty train or test split.")
+        train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
+    else:
+        perm = np.random.RandomState(0).permutation(len(files))
+        n_train = n_train_for(len(files), spec)
+        train_idx, test_idx = perm[:n_train], perm[n_train:]
+    side = spec.size or 64
+    mode = "L" if spec.color == "gray" else "RGB"
+    classes = (f"not {attribute}", attribute)
+    extra = {"groups": (g[train_idx], g[test_idx]), "group_names": (f"not {group_attribute}", group_attribute)}
+    lazy = ImageFiles(files, (side, side), mode, partial(finish_image, spec=spec), square=True)
+    if _streamed((len(files), 1 if mode == "L" else 3, side, side), spec):
+        return RawData((lazy.subset(train_idx), y[train_idx]), (lazy.subset(test_idx), y[test_idx]), kind="image",
+                       classes=classes, extra={**extra, "streamed": True})
+    x = np.stack([read_image(f, (side, side), mode, square=True) for f in files])
+    return RawData((x[train_idx], y[train_idx]), (x[test_idx], y[test_idx]), kind="image", classes=classes,
+                   extra=extra)
 
 
 def _is_image(path: Path) -> bool:

@@ -13,13 +13,18 @@ import torch
 from genlab.errors import GenlabError
 
 
-def read_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
-    """One image file as (C, H, W) float32 in [0, 1]; the in-memory and streamed paths both use this."""
+def read_image(path: Path, size: tuple[int, int], mode: str, square: bool = False) -> np.ndarray:
+    """One image file as (C, H, W) float32 in [0, 1]; the in-memory and streamed paths both use this.
+    square: crop the centre square first (CelebA's 178x218 faces), so resizing keeps the aspect."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im = im.convert(mode)
+            if square and im.size[0] != im.size[1]:
+                w, h = im.size
+                side = min(w, h)
+                im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
             if im.size != size:
                 im = im.resize(size, Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.float32) / 255.0
@@ -77,12 +82,12 @@ class LazyImages(torch.utils.data.Dataset):
 class ImageFiles(LazyImages):
     """A folder of image files, decoded one by one."""
 
-    def __init__(self, files: list[Path], size: tuple[int, int], mode: str, finish=None):
+    def __init__(self, files: list[Path], size: tuple[int, int], mode: str, finish=None, square: bool = False):
         super().__init__(len(files), finish)
-        self.files, self.size, self.mode = list(files), size, mode
+        self.files, self.size, self.mode, self.square = list(files), size, mode, square
 
     def read(self, i: int) -> np.ndarray:
-        return read_image(self.files[i], self.size, self.mode)
+        return read_image(self.files[i], self.size, self.mode, self.square)
 
 
 class MappedImages(LazyImages):
