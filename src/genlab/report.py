@@ -359,12 +359,31 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
             sections.append(("Interpolations", _img(save_image_grid(interps, tmp / "interp.png", ncol=10))
                              + '<p class="note">Linear paths between the codes of test images 0-1, 2-3, 4-5, 6-7.'
                              "</p>"))
+        if run.family == "dbvae":
+            sections.append(_audit_section(run, data, tmp))
         coords = latent.map_2d(codes)
         title = "test codes (PCA)" if codes.shape[1] > 2 else "test codes"
         picture = save_latent_map(coords, test.y, tmp / "map.png", data.meta.classes, title)
         sections.append(("Latent map", _img(picture)))
         sections.append(_configuration(run))
     return _write_page(run, data, path, sections)
+
+
+def _audit_section(run, data, tmp: Path) -> tuple[str, str]:
+    """The DB-VAE audit (genlab audit) as a table and pictures."""
+    import json
+
+    from genlab.debias import audit
+
+    result = audit(run.model, data, run.history)
+    pictures = save_audit_pictures(run.model, data, run.history, tmp, 32)
+    rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else (f"{v:.4f}" if isinstance(v, float) else v))
+            for k, v in result.items()]
+    captions = {"top": "the highest-weighted training examples (seen most often)",
+                "bottom": "the lowest-weighted ones", "histograms": "", "ess": ""}
+    html = _table(rows, ("audit", "value")) + "".join(
+        f"<p class='note'>{captions[k]}</p>{_img(Path(v))}" for k, v in pictures.items())
+    return "Debiasing audit", html
 
 
 def _configuration(run) -> tuple[str, str]:

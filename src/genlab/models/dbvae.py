@@ -69,9 +69,7 @@ class DBVAE(VAE):
 
     def check_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         super().check_data(x)
-        if y is None:
-            raise GenlabError("a DB-VAE needs labels to classify; this data has none.")
-        if int(y.min()) < 0 or int(y.max()) >= self.config.num_classes:
+        if y is not None and (int(y.min()) < 0 or int(y.max()) >= self.config.num_classes):
             raise GenlabError(f"labels must be 0..{self.config.num_classes - 1} for this DB-VAE.")
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,6 +87,8 @@ class DBVAE(VAE):
         return torch.isin(y, torch.tensor(self.config.vae_classes, device=y.device))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if y is None:
+            raise GenlabError("a DB-VAE needs labels to classify; this data has none.")
         out = self.encoder(x)
         ce = F.cross_entropy(out[:, 2 * self.config.latent_dim :], y)
         mask = self.vae_mask(y)
