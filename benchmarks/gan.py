@@ -24,7 +24,7 @@ from genlab.recipes import recipe
 
 MIXTURE_GAN = recipe("gan-mixture", "gan")["model"]
 MIXTURE_TRAIN = recipe("gan-mixture", "gan")["train"]
-IMAGE_TRAIN = {"epochs": 60, "batch_size": 64}
+IMAGE_TRAIN = {"epochs": 150, "batch_size": 64, "lr_schedule": "cosine"}
 
 # name: (dataset, family, model overrides, train overrides)
 CONFIGS = {
