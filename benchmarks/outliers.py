@@ -29,7 +29,8 @@ from sklearn.svm import OneClassSVM
 
 from genlab import OutlierDetector, load_dataset
 
-GENLAB_SCORES = ("elbo", "iwae", "recon", "latent_density", "typicality", "complexity", "likelihood_ratio")
+GENLAB_SCORES = ("elbo", "iwae", "recon", "latent_density", "typicality", "capped_elbo", "complexity",
+                 "likelihood_ratio")
 OUT = "benchmarks/out/outliers.jsonl"
 
 
@@ -79,16 +80,25 @@ def pyod_baselines(names):
     return out
 
 
-def genlab_scores(train, test, seed, shape, scores=GENLAB_SCORES):
+SCORES = list(GENLAB_SCORES)  # --scores narrows it
+
+
+def fitted_base(x_train, seed, scores):
+    """One detector whose model serves every score (the likelihood ratio's background trained only if asked)."""
+    return OutlierDetector(score="likelihood_ratio" if "likelihood_ratio" in scores else "elbo", seed=seed).fit(x_train)
+
+
+def genlab_scores(train, test, seed, shape, scores=None):
     """AUROC-ready anomaly scores of every genlab score from one model (and one background model)."""
+    scores = scores or SCORES
     x_train = train.reshape(len(train), *shape)
     x_test = test.reshape(len(test), *shape)
-    base = OutlierDetector(score="likelihood_ratio", seed=seed).fit(x_train)
+    base = fitted_base(x_train, seed, scores)
     out = {}
     for score in scores:
         if score == "complexity" and len(shape) != 3:
             continue
-        det = base if score == "likelihood_ratio" else base.with_score(score, x_train)
+        det = base if score == base.score_ else base.with_score(score, x_train)
         out[f"genlab {score}"] = -det.score_samples(x_test)
     return out
 
@@ -151,10 +161,10 @@ def ood(seeds):
 
     def job(seed):
         def run():
-            base = OutlierDetector(score="likelihood_ratio", seed=seed).fit(train)
+            base = fitted_base(train, seed, SCORES)
             row = {"protocol": "ood", "seed": seed}
-            for score in GENLAB_SCORES:
-                det = base if score == "likelihood_ratio" else base.with_score(score, train)
+            for score in SCORES:
+                det = base if score == base.score_ else base.with_score(score, train)
                 inside = det.score_samples(test)
                 for case, x in cases.items():
                     s = np.concatenate([inside, det.score_samples(x)])
@@ -165,7 +175,7 @@ def ood(seeds):
 
     rows = record_all([job(s) for s in seeds], OUT)
     lines = ["| score | " + " | ".join(cases) + " | worst |", "|---" * (len(cases) + 2) + "|"]
-    for score in GENLAB_SCORES:
+    for score in SCORES:
         cells = [np.mean([r[f"{score} | {c}"] for r in rows]) for c in cases]
         lines.append(f"| {score} | " + " | ".join(f"{v:.3f}" for v in cells) + f" | {min(cells):.3f} |")
     return "\n".join(lines)
@@ -188,8 +198,8 @@ def tabular(seeds):
     def job(seed):
         def run():
             row = {"protocol": "tabular", "seed": seed, "n": len(x), "outliers": int(outlier.sum())}
-            for name, s in genlab_scores(x, x, seed, (x.shape[1],), ("elbo", "iwae", "recon", "latent_density",
-                                                                      "typicality")).items():
+            tabular_scores = [s for s in SCORES if s not in ("complexity", "likelihood_ratio")]
+            for name, s in genlab_scores(x, x, seed, (x.shape[1],), tabular_scores).items():
                 row[name] = [roc_auc_score(outlier, s), average_precision_score(outlier, s)]
             for name, fn in baselines.items():
                 s = fn(standard, standard, seed)
@@ -210,8 +220,11 @@ def main():
     p.add_argument("protocol", choices=["oneclass", "ood", "tabular", "all"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--scores", nargs="+", choices=GENLAB_SCORES, default=list(GENLAB_SCORES),
+                   help="genlab scores to measure (likelihood_ratio trains a second, background model)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    SCORES[:] = args.scores
     chosen = ["oneclass", "ood", "tabular"] if args.protocol == "all" else [args.protocol]
     for name in chosen:
         print(globals()[name](args.seeds), flush=True)

@@ -106,6 +106,17 @@ def test_typicality_test_flags_a_batch_of_too_likely_inputs(digits):
     assert det.typicality_test(digits.test.x[:200].numpy(), batch_size=4).mean() < 0.1
 
 
+def test_capped_elbo_is_the_elbo_below_the_cap_and_falls_above_it(digits):
+    x = digits.train.x[:300].numpy()
+    det = OutlierDetector(score="capped_elbo", **QUICK).fit(x)
+    elbo = det.with_score("elbo", x).score_samples(x)
+    capped = det.score_samples(x)
+    below = elbo <= det.elbo_cap_
+    assert below.mean() == pytest.approx(0.99, abs=0.005)
+    np.testing.assert_array_equal(capped[below], elbo[below])
+    np.testing.assert_allclose(capped[~below], det.elbo_cap_ - 10 * (elbo[~below] - det.elbo_cap_))
+
+
 def test_png_bits_grow_with_image_complexity():
     black = torch.zeros(1, 1, 28, 28)
     noise = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))

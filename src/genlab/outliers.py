@@ -19,6 +19,9 @@ Scores (per example, higher = more normal):
   typicality        -|(-ELBO(x)) - H|, H the mean training -ELBO: inputs are outliers when their likelihood is
                     atypical in either direction, too low or too high (Nalisnick et al. 2019b). `typicality_test`
                     is the batch form.
+  capped_elbo       the ELBO up to c, the 99th percentile of the training ELBOs; above it, c - 10 (ELBO - c):
+                    typicality's one-sided form, which keeps the ELBO's ranking of everything a training example
+                    could score and turns an implausibly high likelihood (a blank image) against the input
   auto              the default the benchmarks pick (benchmarks/outliers.py): see AUTO_SCORE, per data kind.
 """
 
@@ -33,11 +36,13 @@ import torch
 
 from genlab.errors import GenlabError
 
-SCORES = ("auto", "recon", "elbo", "iwae", "latent_density", "likelihood_ratio", "complexity", "typicality")
+SCORES = ("auto", "recon", "elbo", "iwae", "latent_density", "likelihood_ratio", "complexity", "typicality",
+          "capped_elbo")
 AUTO_SCORE = {"image": "complexity", "tabular": "elbo"}  # chosen by benchmarks/outliers.py (README)
 MODELS = ("vae", "ae")
 AUTO_STEPS = 2000
-NEEDS_VAE = ("elbo", "iwae", "likelihood_ratio", "complexity", "typicality")
+NEEDS_VAE = ("elbo", "iwae", "likelihood_ratio", "complexity", "typicality", "capped_elbo")
+CAP_QUANTILE, CAP_SLOPE = 0.99, 10.0
 
 
 class OutlierDetector:
@@ -160,9 +165,10 @@ class OutlierDetector:
             k = max(1, min(self.mixture_components, len(codes) // 20))
             mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=self.seed)
             self.mixture_ = mixture.fit(codes)
-        if score == "typicality":
+        if score in ("typicality", "capped_elbo"):
             self.train_elbo_ = self._elbo(self.model_, x)
             self.typical_nll_ = float(-self.train_elbo_.mean())
+            self.elbo_cap_ = float(np.quantile(self.train_elbo_, CAP_QUANTILE))
         self.train_scores_ = self._scores(x)
         self.threshold_ = float(np.quantile(self.train_scores_, self.contamination))
         return self
@@ -178,7 +184,7 @@ class OutlierDetector:
         chosen = other._check_params(self.kind_)
         if chosen == "likelihood_ratio" and not hasattr(self, "background_"):
             raise GenlabError("the likelihood_ratio score needs the background model: fit with that score.")
-        for name in ("train_elbo_", "mixture_", "typical_nll_"):
+        for name in ("train_elbo_", "mixture_", "typical_nll_", "elbo_cap_"):
             other.__dict__.pop(name, None)
         return other._fit_scores(self._prepare(X), chosen)
 
@@ -229,6 +235,9 @@ class OutlierDetector:
             return self._elbo(m, x) - self._elbo(self.background_, x)
         if s == "complexity":
             return self._elbo(m, x) / math.log(2) + png_bits(x)
+        if s == "capped_elbo":
+            elbo = self._elbo(m, x)
+            return np.where(elbo <= self.elbo_cap_, elbo, self.elbo_cap_ - CAP_SLOPE * (elbo - self.elbo_cap_))
         nll = -self._elbo(m, x)
         return -np.abs(nll - self.typical_nll_)
 
