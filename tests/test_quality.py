@@ -125,3 +125,17 @@ def test_monitor_reports_modes_on_mixtures(tmp_path):
 
     data = load_dataset("grid25")
     assert monitor(_Replay(data.train.x), data) == {"modes": 25, "high_quality": pytest.approx(0.989, abs=0.01)}
+
+
+def test_cli_evaluate_quality_of_a_vae(vae_run, tmp_path, monkeypatch, capsys):
+    import json
+
+    from genlab.cli import main
+
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path))
+    assert main(["evaluate", str(vae_run.path), "--quality", "--json", "--no-progress",
+                 "--importance-samples", "5"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    keys = {"nll_nats", "fd", "fd_floor", "precision", "recall", "density", "coverage", "classes_covered"}
+    assert keys <= set(result)
+    assert result["features"] == "domain classifier" and result["fd"] >= 0
