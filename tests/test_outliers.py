@@ -172,3 +172,24 @@ def test_cli_detect_mistakes_are_one_line_errors(vae_run, tmp_path, capsys):
         assert main([*argv, "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_cli_detect_on_new_tables_uses_the_runs_standardisation(tmp_path, capsys):
+    rng = np.random.RandomState(0)
+    header = "a,b,c\n"
+    train = rng.randn(300, 3) * [1.0, 2.0, 0.5] + [5.0, -3.0, 0.0]
+    (tmp_path / "train.csv").write_text(header + "\n".join(",".join(f"{v:.5f}" for v in r) for r in train) + "\n")
+    shifted = train[:50] + [6.0, 0.0, 0.0]  # the same spread, moved far away: its own standardisation hides it
+    (tmp_path / "new.csv").write_text(header + "\n".join(",".join(f"{v:.5f}" for v in r) for r in shifted) + "\n")
+    run = tmp_path / "tab"
+    assert main(["train", "vae", "--data", str(tmp_path / "train.csv"), "--out", str(run), "--epochs", "20",
+                 "--latent-dim", "2", "--hidden", "32", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["detect", str(run), "--json", "--no-progress"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own["n_flagged"] < 0.2 * own["n"]
+    assert main(["detect", str(run), "--data", str(tmp_path / "new.csv"), "--json", "--no-progress"]) == 0
+    new = json.loads(capsys.readouterr().out)
+    assert new["n"] == 50 and new["n_flagged"] >= 45  # every shifted row is flagged
+    assert main(["detect", str(run), "--data", "grid25", "--no-progress"]) == 2
+    assert "3 features" in capsys.readouterr().err

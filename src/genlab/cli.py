@@ -566,9 +566,17 @@ def cmd_detect(args) -> None:
                                         progress=not args.no_progress)
     spec = dict(run.config.get("data") or {})
     spec.pop("name", None)
+    loc, std = (run.config.get("data_meta") or {}).get("loc"), (run.config.get("data_meta") or {}).get("std")
+    if args.data and loc is not None:  # new tables in the units of the run's training data, not their own
+        spec["standardize"] = False
     data = load_dataset(args.data, **spec) if args.data else run.load_data()
     splits = [data.train, data.test] if args.split == "all" else [data.split(args.split)]
     x = torch.cat([torch.as_tensor(s.x[:]) for s in splits])
+    if args.data and loc is not None:
+        if x.shape[1:] != (len(loc),):
+            raise GenlabError(f"the run models {len(loc)} features; '{args.data}' has examples of shape "
+                              f"{tuple(x.shape[1:])}.")
+        x = (x - torch.tensor(loc)) / torch.tensor(std)
     labels = None if any(s.y is None for s in splits) else torch.cat([s.y for s in splits]).numpy()
     scores = detector.score_samples(x)
     flags = scores < detector.threshold_
