@@ -44,11 +44,7 @@ class LatentConfig:
     gaussian_scale: float = 1.0  # the fixed scale, or the learned scale's start
 
     def __post_init__(self):
-        shape = tuple(self.input_shape)
-        object.__setattr__(self, "input_shape", shape)
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        if not shape or len(shape) not in (1, 3) or any(not isinstance(s, int) or s < 1 for s in shape):
-            raise GenlabError(f"input_shape must be (D,) or (C, H, W) with positive sizes, not {shape}.")
+        normalise_shapes(self)
         _check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, "latent_dim must be a positive integer")
         _check(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}")
         _check(all(isinstance(h, int) and h >= 1 for h in self.hidden), "hidden must be positive widths")
@@ -64,6 +60,15 @@ class LatentConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def normalise_shapes(config) -> None:
+    """A frozen config's input_shape and hidden as tuples (JSON gives lists), the shape checked."""
+    shape = tuple(config.input_shape)
+    object.__setattr__(config, "input_shape", shape)
+    object.__setattr__(config, "hidden", tuple(config.hidden))
+    if not shape or len(shape) not in (1, 3) or any(not isinstance(s, int) or s < 1 for s in shape):
+        raise GenlabError(f"input_shape must be (D,) or (C, H, W) with positive sizes, not {shape}.")
 
 
 def check_shape(x, input_shape: tuple[int, ...]) -> torch.Tensor:

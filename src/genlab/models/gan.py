@@ -28,7 +28,7 @@ from torch import nn
 
 from genlab import nets
 from genlab.errors import GenlabError
-from genlab.models.base import Objective, _check, check_shape
+from genlab.models.base import Objective, _check, check_shape, normalise_shapes
 
 LOSSES = ("ns", "hinge", "wgan_gp")
 OUTPUTS = ("sigmoid", "linear")
@@ -58,11 +58,8 @@ class GANConfig:
     num_classes: int = 0  # set from the data when conditional
 
     def __post_init__(self):
-        shape = tuple(self.input_shape)
-        object.__setattr__(self, "input_shape", shape)
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        if not shape or len(shape) not in (1, 3) or any(not isinstance(s, int) or s < 1 for s in shape):
-            raise GenlabError(f"input_shape must be (D,) or (C, H, W) with positive sizes, not {shape}.")
+        normalise_shapes(self)
+        shape = self.input_shape
         positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
         _check(positive_int(self.noise_dim), "noise_dim must be a positive integer")
         _check(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}")
