@@ -25,6 +25,7 @@ METHODS = {
     "DB-VAE max": {"reweight": "latent", "aggregate": "max"},
     "DB-VAE product (raw)": {"reweight": "latent", "aggregate": "product", "temper": False},
     "DB-VAE product (tempered)": {"reweight": "latent", "aggregate": "product", "temper": True},
+    "DB-VAE joint": {"reweight": "latent", "aggregate": "joint"},
     "JTT": {"reweight": "jtt", "jtt_epochs": 1, "jtt_upweight": 20.0},
     "group oracle": {"reweight": "oracle"},
 }

@@ -37,6 +37,18 @@ def test_product_weights_by_hand_tempered_and_raw():
     assert raw[-1] > tempered[-1] > tempered[0]
 
 
+def test_joint_weights_find_a_rare_combination_that_histograms_miss():
+    rng = np.random.RandomState(0)
+    # two clusters on the diagonal; the off-diagonal combination (+1, -1) is rare only jointly
+    common = np.concatenate([rng.randn(500, 2) * 0.1 + [1, 1], rng.randn(500, 2) * 0.1 + [-1, -1]])
+    rare = rng.randn(10, 2) * 0.1 + [1, -1]
+    codes = np.concatenate([common, rare])
+    joint = latent_weights(codes, aggregate="joint")
+    hist = latent_weights(codes, aggregate="max")
+    assert joint[-10:].min() > 4 * np.median(joint[:1000])
+    assert hist[-10:].mean() < 2 * np.median(hist[:1000])  # each coordinate alone is common
+
+
 def test_untempered_product_weights_collapse_and_the_ess_says_so():
     rng = np.random.RandomState(0)
     codes = rng.randn(1000, 16)

@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--reweight", choices=["latent", "jtt", "none", "oracle"],
                    help="latent: DB-VAE weights from latent densities; jtt: Just Train Twice; none: plain training; "
                    "oracle: 1/group size from group labels (a benchmark reference)")
-    b.add_argument("--aggregate", choices=["max", "product"], help="latent weights over dimensions (default max)")
+    b.add_argument("--aggregate", choices=["max", "product", "joint"],
+                   help="latent weights: max or product over per-dimension histograms, or a joint mixture density "
+                   "(default max)")
     b.add_argument("--bins", type=int, help="histogram bins per latent dimension (default 10)")
     b.add_argument("--alpha", type=float, help="histogram smoothing (default 0.001)")
     b.add_argument("--temper", type=_bool, metavar="{true,false}",

@@ -6,6 +6,9 @@ of the means (`bins` bins) gives each example a density h_d(z_d), smoothed by `a
   product  (the paper): w proportional to prod_d 1 / (h_d + alpha); with `temper` the geometric mean over the
            d dimensions, prod_d (...)^(1/L), which keeps the same order but cannot put all the weight on one
            or two examples
+  joint    w proportional to 1 / p(z), p a Gaussian mixture fitted to the codes (scikit-learn), tempered the same
+           way: rare combinations of features (a digit in another digit's colour) are rare jointly, not per
+           dimension
 Just Train Twice (Liu et al. 2021): train a plain model for a few epochs, then upweight the examples it got
 wrong by `jtt_upweight` and train again. Oracle: weights 1 / (size of the example's group), using the group
 labels: a reference for benchmarks, not a method.
@@ -56,14 +59,21 @@ def latent_weights(codes, bins: int = 10, alpha: float = 0.001, aggregate: str =
             smoothed = (density + alpha) / (density + alpha).sum()
             p = 1.0 / smoothed[index]
             w = np.maximum(w, p / p.sum())
-    elif aggregate == "product":
-        densities, _ = histogram_densities(codes, bins)
-        log_w = -np.log(densities + alpha).sum(1)
+    elif aggregate in ("product", "joint"):
+        if aggregate == "product":
+            densities, _ = histogram_densities(codes, bins)
+            log_w = -np.log(densities + alpha).sum(1)
+        else:  # a joint density sees combinations that per-dimension histograms cannot
+            from sklearn.mixture import GaussianMixture
+
+            k = max(1, min(10, len(codes) // 50))
+            mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=0).fit(codes)
+            log_w = -mixture.score_samples(codes)
         if temper:
             log_w = log_w / codes.shape[1]
         w = np.exp(log_w - log_w.max())
     else:
-        raise GenlabError(f"aggregate must be max or product, not '{aggregate}'.")
+        raise GenlabError(f"aggregate must be max, product or joint, not '{aggregate}'.")
     return w / w.sum()
 
 

@@ -22,7 +22,7 @@ from genlab.models.base import _check
 from genlab.models.vae import VAE, VAEConfig
 
 REWEIGHTS = ("latent", "jtt", "none", "oracle")
-AGGREGATES = ("max", "product")
+AGGREGATES = ("max", "product", "joint")
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class DBVAEConfig(VAEConfig):
     num_classes: int = 2
     vae_classes: tuple[int, ...] = ()  # classes whose examples get the VAE term; () = every class
     reweight: str = "latent"  # latent (DB-VAE) | jtt (Just Train Twice) | none (plain training) | oracle (groups)
-    aggregate: str = "max"  # latent weights over dimensions: max (the MIT lab) | product (the paper)
+    aggregate: str = "max"  # latent weights: max (the MIT lab) | product (the paper) | joint (a mixture density)
     bins: int = 10  # histogram bins per latent dimension
     alpha: float = 0.001  # smoothing of the histogram densities
     temper: bool = True  # product weights: take the geometric mean over dimensions, so they cannot collapse
