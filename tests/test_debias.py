@@ -46,7 +46,7 @@ def test_joint_weights_find_a_rare_combination_that_histograms_miss():
     joint = latent_weights(codes, aggregate="joint")
     hist = latent_weights(codes, aggregate="max")
     assert joint[-10:].min() > 4 * np.median(joint[:1000])
-    assert hist[-10:].mean() < 2 * np.median(hist[:1000])  # each coordinate alone is common
+    assert np.median(hist[-10:]) < 2 * np.median(hist[:1000])  # each coordinate alone is common
 
 
 def test_untempered_product_weights_collapse_and_the_ess_says_so():
