@@ -178,3 +178,21 @@ def test_celeba_layout_gives_labels_groups_and_the_official_split(tmp_path):
     assert torch.allclose(streamed.train.x[0:3], data.train.x[:3])
     with pytest.raises(GenlabError, match="no attribute 'Wearing_Hat'"):
         load_dataset(tmp_path / "celeba", attribute="Wearing_Hat")
+
+
+def test_an_image_folder_reads_groups_csv_for_audits(tmp_path):
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "img" / label).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "img" / label / f"{i}.png")
+    groups = [i % 3 for i in range(10)]
+    (tmp_path / "img" / "groups.csv").write_text("index,group\n" + "".join(f"{i},{g}\n" for i, g in enumerate(groups)))
+    data = load_dataset(tmp_path / "img", test_fraction=0.3)
+    perm = np.random.RandomState(0).permutation(10)
+    assert data.train.group.tolist() == [groups[i] for i in perm[:7]]
+    assert data.test.group.tolist() == [groups[i] for i in perm[7:]]
+    (tmp_path / "img" / "groups.csv").write_text("index,group\n0,1\n")
+    with pytest.raises(GenlabError, match="no group for 9"):
+        load_dataset(tmp_path / "img")

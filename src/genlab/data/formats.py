@@ -285,9 +285,37 @@ def _load_image_folder(folder: Path, spec: DataSpec) -> RawData:
     y = np.array([label for _, label in entries], dtype=np.int64) if classes else None
     files = [f for f, _ in entries]
     if _streamed((len(files), 1 if mode == "L" else 3, size[1], size[0]), spec):
-        return _split_lazy(ImageFiles(files, size, mode, partial(finish_image, spec=spec)), y, spec, classes)
-    x = np.stack([read_image(f, size, mode) for f in files])
-    return _split_arrays(x, y, spec, classes=classes, kind="image")
+        raw = _split_lazy(ImageFiles(files, size, mode, partial(finish_image, spec=spec)), y, spec, classes)
+    else:
+        raw = _split_arrays(np.stack([read_image(f, size, mode) for f in files]), y, spec, classes=classes,
+                            kind="image")
+    return _with_groups(raw, folder / GROUPS_FILE, len(files), spec)
+
+
+GROUPS_FILE = "groups.csv"
+
+
+def _with_groups(raw: RawData, path: Path, n: int, spec: DataSpec) -> RawData:
+    """groups.csv beside the images (index,group; index = position in the sorted listing, class folder by
+    class folder): group ids for audits, never used for training, split like the images."""
+    if not path.is_file():
+        return raw
+    rows = [r for r in csv.reader(path.read_text().splitlines()) if r]
+    try:
+        pairs = [(int(i), int(g)) for i, g in (r[:2] for r in rows[1:])] if rows and not rows[0][0].isdigit() \
+            else [(int(i), int(g)) for i, g in (r[:2] for r in rows)]
+    except ValueError as e:
+        raise GenlabError(f"'{path}' must have integer index,group rows ({e}).") from None
+    groups = np.full(n, -1, dtype=np.int64)
+    for i, g in pairs:
+        if not 0 <= i < n or g < 0:
+            raise GenlabError(f"'{path}': index {i} or group {g} is out of range (indices 0..{n - 1}, groups >= 0).")
+        groups[i] = g
+    if (groups < 0).any():
+        raise GenlabError(f"'{path}' gives no group for {int((groups < 0).sum())} of the {n} images.")
+    (gtr, _), (gte, _) = split_by_permutation(groups, None, n_train_for(n, spec))
+    raw.extra["groups"] = (gtr, gte)
+    return raw
 
 
 CELEBA_ATTRIBUTES, CELEBA_IMAGES = "list_attr_celeba.txt", "img_align_celeba"
