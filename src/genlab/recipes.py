@@ -21,7 +21,7 @@ RECIPES: dict[str, dict] = {
     },
     "gan-mixture": {
         "family": "gan",
-        "about": "GAN for 2-D mixtures such as grid25 (25/25 modes, ~95% high-quality samples, see benchmarks): "
+        "about": "GAN for 2-D mixtures such as grid25 (25/25 modes, ~91% high-quality samples, see benchmarks): "
         "non-saturating loss with an R1 penalty (gamma 0.1) instead of spectral norm, 3x256 MLPs, 16-d noise, "
         "learning rate 5e-4 for both nets with Adam (0.5, 0.9), batch 256, 600 epochs with a cosine schedule, "
         "sampling from the weight average",
