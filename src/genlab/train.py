@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from genlab import runs
 from genlab.configs import build_config
 from genlab.data.core import Dataset, Split, augment
+from genlab.debias import effective_sample_size
 from genlab.distributed import World
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
 
@@ -271,7 +272,7 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                     w = check_weights(weights(model, train), n)
                     model.train()
                 if w is not None:
-                    ess = float(w.sum() ** 2 / (w**2).sum())
+                    ess = effective_sample_size(w.numpy())
                     if ess < 0.05 * n and world.main:
                         tqdm.write(f"warning: the sampling weights of epoch {state.epoch + 1} rest on about "
                                    f"{ess:.0f} of {n} examples (effective sample size)", file=sys.stderr)
