@@ -434,7 +434,7 @@ def cmd_evaluate(args) -> None:
     data = run.load_data()
     split = data.split(args.split)
     result = {}
-    if hasattr(run.model, "elbo") or hasattr(run.model, "reconstruct"):
+    if hasattr(run.model, "encode"):  # likelihood metrics for models with an encoder; a GAN has none
         result = evaluate(run.model, split.x, kind=data.meta.kind, importance_samples=args.importance_samples,
                           batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
     if args.quality or run.family == "gan":
@@ -551,7 +551,6 @@ def cmd_detect(args) -> None:
     import torch
 
     from genlab import report
-    from genlab.data import load_dataset
     from genlab.outliers import OutlierDetector, write_scores_csv
     from genlab.runs import load_run
 
@@ -564,21 +563,12 @@ def cmd_detect(args) -> None:
     if args.top < 1:
         raise GenlabError(f"--top must be a positive number of inputs, not {args.top}.")
     run = load_run(args.run)
-    detector = OutlierDetector.from_run(run.path, score=args.score, contamination=args.contamination,
-                                        progress=not args.no_progress)
-    spec = dict(run.config.get("data") or {})
-    spec.pop("name", None)
-    loc, std = (run.config.get("data_meta") or {}).get("loc"), (run.config.get("data_meta") or {}).get("std")
-    if args.data and loc is not None:  # new tables in the units of the run's training data, not their own
-        spec["standardize"] = False
-    data = load_dataset(args.data, **spec) if args.data else run.load_data()
+    trained_on = run.load_data()
+    detector = OutlierDetector.from_run(run, score=args.score, contamination=args.contamination,
+                                        progress=not args.no_progress, data=trained_on)
+    data = run.load_data(args.data) if args.data else trained_on
     splits = [data.train, data.test] if args.split == "all" else [data.split(args.split)]
     x = torch.cat([torch.as_tensor(s.x[:]) for s in splits])
-    if args.data and loc is not None:
-        if x.shape[1:] != (len(loc),):
-            raise GenlabError(f"the run models {len(loc)} features; '{args.data}' has examples of shape "
-                              f"{tuple(x.shape[1:])}.")
-        x = (x - torch.tensor(loc)) / torch.tensor(std)
     labels = None if any(s.y is None for s in splits) else torch.cat([s.y for s in splits]).numpy()
     scores = detector.score_samples(x)
     flags = scores < detector.threshold_
@@ -605,11 +595,17 @@ def cmd_detect(args) -> None:
     if args.out_hist:
         Path(args.out_hist).parent.mkdir(parents=True, exist_ok=True)
         result["histogram"] = str(report.save_score_histogram(scores, detector.threshold_, outlier, args.out_hist))
-    if args.json:
+    _emit(result, args.json)
+
+
+def _emit(result: dict, as_json: bool) -> None:
+    """One JSON object on stdout, or one `key value` line per entry."""
+    if as_json:
         print(json.dumps(result))
         return
+    width = max(map(len, result)) + 2
     for key, value in result.items():
-        print(f"{key:<14} {value:.4f}" if isinstance(value, float) else f"{key:<14} {value}")
+        print(f"{key:<{width}}{value:.4f}" if isinstance(value, float) else f"{key:<{width}}{value}")
 
 
 def _outlier_mask(labels, classes, outlier_label):
@@ -637,11 +633,7 @@ def cmd_audit(args) -> None:
     result = debias.audit(run.model, data, run.history)
     result["pictures"] = report.save_audit_pictures(run.model, data, run.history, run.path, args.top)
     (run.path / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
-    if args.json:
-        print(json.dumps(result))
-        return
-    for key, value in result.items():
-        print(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+    _emit(result, args.json)
 
 
 def cmd_report(args) -> None:

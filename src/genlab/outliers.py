@@ -43,6 +43,8 @@ MODELS = ("vae", "ae")
 AUTO_STEPS = 2000
 NEEDS_VAE = ("elbo", "iwae", "likelihood_ratio", "complexity", "typicality", "capped_elbo")
 CAP_QUANTILE, CAP_SLOPE = 0.99, 10.0
+# the detector's own trainings: the whole set, on the CPU, no monitoring or pictures
+QUIET_TRAINING = {"val_fraction": 0.0, "device": "cpu", "monitor_every": 0, "epoch_pictures": False}
 
 
 class OutlierDetector:
@@ -95,8 +97,7 @@ class OutlierDetector:
 
     def fit(self, X, y=None) -> OutlierDetector:
         """Train a model on X (images (N, C, H, W) / (N, H, W) in [0, 1], or a table (N, D)), set threshold_."""
-        from genlab import fit
-        from genlab.data.core import Dataset, DatasetMeta, Split
+        from genlab.data.core import DatasetMeta
         from genlab.models import AE, VAE, AEConfig, VAEConfig
         from genlab.train import TrainConfig
 
@@ -119,38 +120,57 @@ class OutlierDetector:
             options = {"net": self.net, "latent_dim": self.latent_dim or min(8, max(2, x.shape[1] // 4)),
                        "hidden": (64,), "likelihood": "gaussian"}
         epochs = self.epochs or min(500, max(10, math.ceil(AUTO_STEPS / math.ceil(len(x) / self.batch_size))))
-        train = TrainConfig(epochs=epochs, batch_size=self.batch_size, val_fraction=0.0, seed=self.seed,
-                            device="cpu", monitor_every=0, epoch_pictures=False)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            self.model_ = model_cls(config_cls.for_data(meta, **options))
-            fit(self.model_, Dataset(Split(x), Split(x[:1]), meta), train, progress=self.progress)
-            if score == "likelihood_ratio":
-                noisy = _perturb(x, self.background_noise, kind, torch.Generator().manual_seed(self.seed))
-                self.background_ = model_cls(config_cls.for_data(meta, **options))
-                fit(self.background_, Dataset(Split(noisy), Split(noisy[:1]), meta), train, progress=self.progress)
+        train = TrainConfig(epochs=epochs, batch_size=self.batch_size, seed=self.seed, **QUIET_TRAINING)
+        make = lambda: model_cls(config_cls.for_data(meta, **options))  # noqa: E731
+        self.model_ = self._train(make, x, meta, train)
+        if score == "likelihood_ratio":
+            self.background_ = self._train(make, self._noised(x), meta, train)
         return self._fit_scores(x, score)
 
     @classmethod
-    def from_run(cls, path, score: str = "auto", contamination: float = 0.05, progress: bool = False,
+    def from_run(cls, run, score: str = "auto", contamination: float = 0.05, progress: bool = False, data=None,
                  **params) -> OutlierDetector:
-        """A detector from a trained run: its model, and the threshold from its training split's scores.
-        Inputs are in the run's data units (as `load_dataset` with the run's options gives them)."""
-        from genlab.runs import load_run
+        """A detector from a trained run (a path or a loaded `Run`): its model, and the threshold from its
+        training split's scores (`data`: the run's dataset when already loaded). Inputs are in the run's data
+        units (as `run.load_data(source)` gives them)."""
+        from genlab.models import build_model
+        from genlab.runs import Run, load_run
+        from genlab.train import TrainConfig
 
-        run = load_run(path)
+        run = run if isinstance(run, Run) else load_run(run)
         if run.family not in MODELS:
-            raise GenlabError(f"outlier scores need an AE or a VAE; '{path}' is a {run.family}.")
+            raise GenlabError(f"outlier scores need an AE or a VAE; '{run.path}' is a {run.family}.")
         det = cls(model=run.family, score=score, contamination=contamination, progress=progress, **params)
-        data = run.load_data()
+        data = data or run.load_data()
         det.kind_ = "image" if data.meta.kind == "image" else "tabular"
         chosen = det._check_params(det.kind_)
         det.model_ = run.model.eval()
         det.mean_ = det.scale_ = None
-        x = torch.as_tensor(data.train.x[:]) if not torch.is_tensor(data.train.x) else data.train.x
-        if chosen == "likelihood_ratio":
-            det.background_ = _train_background(run, data, x, det)
+        x = torch.as_tensor(data.train.x[:])
+        if chosen == "likelihood_ratio":  # the run's model, trained again with its config on noised inputs
+            train = TrainConfig.from_dict({**run.config["train"], **QUIET_TRAINING})
+            det.background_ = det._train(lambda: build_model(run.family, run.config["model"]), det._noised(x),
+                                         data.meta, train)
         return det._fit_scores(x, chosen)
+
+    def _train(self, make_model, x: torch.Tensor, meta, train):
+        """A model made (and initialised) under this detector's seed, trained on x; returned in eval mode."""
+        from genlab import fit
+        from genlab.data.core import Dataset, Split
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = make_model()
+            fit(model, Dataset(Split(x), Split(x[:1]), meta), train, progress=self.progress)
+        return model.eval()
+
+    def _noised(self, x: torch.Tensor) -> torch.Tensor:
+        """The background model's inputs: a `background_noise` share of the values replaced by noise, uniform
+        [0, 1] for images, N(0, 1) for standardised tables."""
+        g = torch.Generator().manual_seed(self.seed)
+        replace = torch.rand(x.shape, generator=g) < self.background_noise
+        noise = torch.rand(x.shape, generator=g) if self.kind_ == "image" else torch.randn(x.shape, generator=g)
+        return torch.where(replace, noise, x)
 
     def _fit_scores(self, x: torch.Tensor, score: str) -> OutlierDetector:
         self.score_ = score
@@ -167,7 +187,6 @@ class OutlierDetector:
             self.mixture_ = mixture.fit(codes)
         if score in ("typicality", "capped_elbo"):
             self.train_elbo_ = self._elbo(self.model_, x)
-            self.typical_nll_ = float(-self.train_elbo_.mean())
             self.elbo_cap_ = float(np.quantile(self.train_elbo_, CAP_QUANTILE))
         self.train_scores_ = self._scores(x)
         self.threshold_ = float(np.quantile(self.train_scores_, self.contamination))
@@ -184,7 +203,7 @@ class OutlierDetector:
         chosen = other._check_params(self.kind_)
         if chosen == "likelihood_ratio" and not hasattr(self, "background_"):
             raise GenlabError("the likelihood_ratio score needs the background model: fit with that score.")
-        for name in ("train_elbo_", "mixture_", "typical_nll_", "elbo_cap_"):
+        for name in ("train_elbo_", "mixture_", "elbo_cap_"):
             other.__dict__.pop(name, None)
         return other._fit_scores(self._prepare(X), chosen)
 
@@ -238,8 +257,7 @@ class OutlierDetector:
         if s == "capped_elbo":
             elbo = self._elbo(m, x)
             return np.where(elbo <= self.elbo_cap_, elbo, self.elbo_cap_ - CAP_SLOPE * (elbo - self.elbo_cap_))
-        nll = -self._elbo(m, x)
-        return -np.abs(nll - self.typical_nll_)
+        return -np.abs(self._elbo(m, x) - self.train_elbo_.mean())  # |(-ELBO) - H|, H the mean training -ELBO
 
     def _elbo(self, model, x: torch.Tensor) -> np.ndarray:
         """ELBO averaged over 10 posterior samples, with draws fixed by the seed."""
@@ -310,31 +328,6 @@ def _mean_code(model, x: torch.Tensor) -> torch.Tensor:
 
 def _codes(model, x: torch.Tensor) -> np.ndarray:
     return _batched(x, lambda b: _mean_code(model, b))
-
-
-def _perturb(x: torch.Tensor, rate: float, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Replace a `rate` share of the values by noise: uniform [0, 1] for images, N(0, 1) for standardised tables."""
-    replace = torch.rand(x.shape, generator=generator) < rate
-    noise = torch.rand(x.shape, generator=generator) if kind == "image" else torch.randn(x.shape, generator=generator)
-    return torch.where(replace, noise, x)
-
-
-def _train_background(run, data, x: torch.Tensor, det: OutlierDetector):
-    """A copy of the run's model trained, with its training config, on perturbed training inputs."""
-    from genlab import fit
-    from genlab.data.core import Dataset, Split
-    from genlab.models import build_model
-    from genlab.train import TrainConfig
-
-    kind = "image" if data.meta.kind == "image" else "tabular"
-    noisy = _perturb(x, det.background_noise, kind, torch.Generator().manual_seed(det.seed))
-    train = TrainConfig.from_dict({**run.config["train"], "val_fraction": 0.0, "monitor_every": 0,
-                                   "epoch_pictures": False, "device": "cpu"})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(det.seed)
-        background = build_model(run.family, run.config["model"])
-        fit(background, Dataset(Split(noisy), Split(noisy[:1]), data.meta), train, progress=det.progress)
-    return background.eval()
 
 
 def png_bits(x: torch.Tensor) -> np.ndarray:

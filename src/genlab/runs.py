@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -46,15 +47,32 @@ class Run:
     def family(self) -> str:
         return self.config["family"]
 
-    def load_data(self, **overrides):
-        """The dataset this run was trained on, rebuilt from its saved spec."""
+    def load_data(self, source=None, **overrides):
+        """The dataset this run was trained on, rebuilt from its saved spec; or `source` (a name or path) read
+        the same way: the run's options, and tables standardised with the run's training statistics (not
+        their own), so that new data is in the units the model learned."""
         from genlab.data import load_dataset
 
         spec = dict(self.config.get("data") or {})
         name = spec.pop("name", None)
-        if name is None:
-            raise GenlabError("this run was trained on in-memory data without a saved spec; pass the data explicitly.")
-        return load_dataset(name, **{**spec, **overrides})
+        if source is None:
+            if name is None:
+                raise GenlabError("this run was trained on in-memory data without a saved spec; pass the data "
+                                  "explicitly.")
+            return load_dataset(name, **{**spec, **overrides})
+        meta = self.config.get("data_meta") or {}
+        loc, std = meta.get("loc"), meta.get("std")
+        if loc is None:
+            return load_dataset(source, **{**spec, **overrides})
+        data = load_dataset(source, **{**spec, **overrides, "standardize": False})
+        if tuple(data.meta.shape) != (len(loc),):
+            raise GenlabError(f"the run models {len(loc)} features; '{source}' has examples of shape "
+                              f"{tuple(data.meta.shape)}.")
+        loc, std = torch.tensor(loc), torch.tensor(std)
+        for split in (data.train, data.test):
+            split.x = (split.x - loc) / std
+        data.meta = dataclasses.replace(data.meta, loc=meta["loc"], std=meta["std"])
+        return data
 
 
 # ---------------------------------------------------------------------------------------------- files
