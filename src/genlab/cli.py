@@ -630,8 +630,9 @@ def cmd_audit(args) -> None:
     if run.family != "dbvae":
         raise GenlabError(f"audit reads a DB-VAE run (genlab train dbvae); '{args.run}' is a {run.family}.")
     data = run.load_data()
-    result = debias.audit(run.model, data, run.history)
-    result["pictures"] = report.save_audit_pictures(run.model, data, run.history, run.path, args.top)
+    codes = debias.encode_means(run.model, data.train.x)  # the training codes, encoded once for both
+    result = debias.audit(run.model, data, run.history, codes)
+    result["pictures"] = report.save_audit_pictures(run.model, data, run.history, run.path, args.top, codes)
     (run.path / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
     _emit(result, args.json)
 

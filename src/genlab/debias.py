@@ -52,13 +52,10 @@ def latent_weights(codes, bins: int = 10, alpha: float = 0.001, aggregate: str =
     if codes.ndim != 2 or len(codes) == 0:
         raise GenlabError(f"codes must be (N, L) with N >= 1, not shape {codes.shape}.")
     if aggregate == "max":
-        w = np.zeros(len(codes))
-        for d in range(codes.shape[1]):
-            density, edges = np.histogram(codes[:, d], bins=bins, density=True)
-            index = np.clip(np.digitize(codes[:, d], edges[1:-1]), 0, bins - 1)
-            smoothed = (density + alpha) / (density + alpha).sum()
-            p = 1.0 / smoothed[index]
-            w = np.maximum(w, p / p.sum())
+        densities, hists = histogram_densities(codes, bins)
+        totals = np.array([density.sum() + bins * alpha for density, _ in hists])  # the smoothing's normaliser
+        p = totals / (densities + alpha)  # 1 / smoothed normalised density, per example and dimension
+        w = (p / p.sum(0)).max(1)
     elif aggregate in ("product", "joint"):
         if aggregate == "product":
             densities, _ = histogram_densities(codes, bins)
@@ -87,13 +84,14 @@ def encode_means(model, x, batch_size: int = 500) -> np.ndarray:
     return codes
 
 
-def model_weights(model, split) -> np.ndarray:
-    """The weights a DB-VAE's config asks for, on a split (the training split, each epoch)."""
+def model_weights(model, split, codes: np.ndarray | None = None) -> np.ndarray:
+    """The weights a DB-VAE's config asks for, on a split (the training split, each epoch); `codes`: the
+    split's latent means when already computed."""
     c = model.config
     if c.reweight == "latent":
         x, y = split.x, split.y
         mask = model.vae_mask(y).numpy()
-        codes = encode_means(model, x)
+        codes = encode_means(model, x) if codes is None else codes
         w = np.zeros(len(x))
         w[mask] = latent_weights(codes[mask], c.bins, c.alpha, c.aggregate, c.temper) * mask.sum()
         w[~mask] = 1.0  # classes without the VAE term keep their natural frequency
@@ -131,15 +129,15 @@ def fit_debiased(model, data, config, out=None, progress: bool = True, **kwargs)
     return fit(model, data, config, out, weights=torch.as_tensor(weights), progress=progress, **kwargs)
 
 
-def audit(model, data, history: list[dict] | None = None) -> dict:
+def audit(model, data, history: list[dict] | None = None, codes: np.ndarray | None = None) -> dict:
     """What the weights uncovered: the final weights on the training split, the effective sample size, and
     where group labels exist (never used for training) the weight share per group, how well the weights
     single out the minority groups (AUROC; minority = every group but the largest), and test accuracy per
-    group with the worst of them."""
+    group with the worst of them. `codes`: the training split's latent means when already computed."""
     from sklearn.metrics import roc_auc_score
 
     train, test = data.train, data.test
-    weights = model_weights(model, train) if model.config.reweight in ("latent", "oracle") else None
+    weights = model_weights(model, train, codes) if model.config.reweight in ("latent", "oracle") else None
     result: dict = {"reweight": model.config.reweight, "n_train": len(train)}
     if weights is not None:
         result["effective_sample_size"] = effective_sample_size(weights)

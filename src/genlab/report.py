@@ -199,21 +199,23 @@ def save_score_histogram(scores, threshold: float, outlier=None, path: str | Pat
 
 
 @torch.no_grad()
-def save_audit_pictures(model, data, history: list[dict], path: Path, top: int = 32) -> dict:
+def save_audit_pictures(model, data, history: list[dict], path: Path, top: int = 32,
+                        codes: np.ndarray | None = None) -> dict:
     """audit_top.png / audit_bottom.png (the highest- and lowest-weighted training images), audit_histograms.png
-    (per-dimension histograms of the latent means) and audit_ess.png (effective sample size by epoch)."""
+    (per-dimension histograms of the latent means) and audit_ess.png (effective sample size by epoch).
+    `codes`: the training split's latent means when already computed."""
     from genlab import debias
 
     path = Path(path)
     train = data.train
-    weights = debias.model_weights(model, train)
+    codes = debias.encode_means(model, train.x) if codes is None else codes
+    weights = debias.model_weights(model, train, codes)
     order = np.argsort(-weights)
     out = {}
     if data.meta.kind == "image":
         x = torch.as_tensor(train.x[:])
         out["top"] = str(save_image_grid(x[torch.as_tensor(order[:top].copy())], path / "audit_top.png"))
         out["bottom"] = str(save_image_grid(x[torch.as_tensor(order[::-1][:top].copy())], path / "audit_bottom.png"))
-    codes = debias.encode_means(model, train.x)
     plt = _pyplot()
     cols = min(8, codes.shape[1])
     rows = -(-codes.shape[1] // cols)
@@ -373,10 +375,11 @@ def _audit_section(run, data, tmp: Path) -> tuple[str, str]:
     """The DB-VAE audit (genlab audit) as a table and pictures."""
     import json
 
-    from genlab.debias import audit
+    from genlab.debias import audit, encode_means
 
-    result = audit(run.model, data, run.history)
-    pictures = save_audit_pictures(run.model, data, run.history, tmp, 32)
+    codes = encode_means(run.model, data.train.x)
+    result = audit(run.model, data, run.history, codes)
+    pictures = save_audit_pictures(run.model, data, run.history, tmp, 32, codes)
     rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else (f"{v:.4f}" if isinstance(v, float) else v))
             for k, v in result.items()]
     captions = {"top": "the highest-weighted training examples (seen most often)",
