@@ -25,7 +25,7 @@ def test_frechet_distance_of_two_gaussians_is_the_closed_form():
     a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
     expected = 1 + 4 + (1 - 2) ** 2 + (2 - 1) ** 2 + 0
     assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-9)
-    # a rotated pair: tr(C1 + C2 - 2 (C1 C2)^(1/2)) for C2 = R C1 R^T with a full closed form via scipy-free 2x2
+    # a correlated (non-diagonal) covariance against itself: distance 0
     c1 = np.array([[2.0, 0.5], [0.5, 1.0]])
     assert frechet_distance(mu1[:2], c1, mu1[:2], c1) == pytest.approx(0.0, abs=1e-9)
 

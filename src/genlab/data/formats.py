@@ -301,10 +301,11 @@ def _with_groups(raw: RawData, path: Path, n: int, spec: DataSpec) -> RawData:
     if not path.is_file():
         return raw
     rows = [r for r in csv.reader(path.read_text().splitlines()) if r]
+    if rows and not rows[0][0].strip().isdigit():  # a header row
+        rows = rows[1:]
     try:
-        pairs = [(int(i), int(g)) for i, g in (r[:2] for r in rows[1:])] if rows and not rows[0][0].isdigit() \
-            else [(int(i), int(g)) for i, g in (r[:2] for r in rows)]
-    except ValueError as e:
+        pairs = [(int(r[0]), int(r[1])) for r in rows]
+    except (ValueError, IndexError) as e:
         raise GenlabError(f"'{path}' must have integer index,group rows ({e}).") from None
     groups = np.full(n, -1, dtype=np.int64)
     for i, g in pairs:

@@ -224,9 +224,6 @@ def quality(model, data, n: int | None = None, seed: int = 0, progress: bool = F
     return result
 
 
-_KNN_CACHE: dict[int, KNeighborsClassifier] = {}
-
-
 @torch.no_grad()
 def monitor(model, data, n: int = 500) -> dict:
     """A cheap quality number during training, to see mode collapse as it happens: modes and high-quality
@@ -241,11 +238,7 @@ def monitor(model, data, n: int = 500) -> dict:
                                    centers(), std)
             return {"modes": result["modes"], "high_quality": result["high_quality"]}
         if data.meta.kind == "image" and data.train.y is not None and torch.is_tensor(data.train.x):
-            knn = _KNN_CACHE.get(id(data.train))
-            if knn is None:
-                knn = KNeighborsClassifier(1).fit(data.train.x[:5000].flatten(1).numpy(), data.train.y[:5000].numpy())
-                _KNN_CACHE.clear()
-                _KNN_CACHE[id(data.train)] = knn
+            knn = KNeighborsClassifier(1).fit(data.train.x[:5000].flatten(1).numpy(), data.train.y[:5000].numpy())
             labels = knn.predict(model.sample(n, generator=g).cpu().flatten(1).numpy())
             return {"classes_covered": label_coverage(labels, int(data.train.y.max()) + 1)["classes_covered"]}
         return {}

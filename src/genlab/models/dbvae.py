@@ -90,7 +90,8 @@ class DBVAE(VAE):
         if y is None:
             raise GenlabError("a DB-VAE needs labels to classify; this data has none.")
         out = self.encoder(x)
-        ce = F.cross_entropy(out[:, 2 * self.config.latent_dim :], y)
+        logits = out[:, 2 * self.config.latent_dim :]
+        ce = F.cross_entropy(logits, y)
         mask = self.vae_mask(y)
         posterior = self._posterior(out[mask])
         z = self.reparameterize(posterior, 1)
@@ -99,5 +100,5 @@ class DBVAE(VAE):
         if weight is None:  # nats per input value: the same scale as the cross-entropy, whatever the image size
             weight = 1.0 / x[0].numel()
         vae = -weight * (recon - self.kl_weight() * kl).sum() / len(x)
-        accuracy = (out[:, 2 * self.config.latent_dim :].argmax(1) == y).float().mean()
+        accuracy = (logits.argmax(1) == y).float().mean()
         return {"loss": ce + vae, "ce": ce.detach(), "vae_loss": vae.detach(), "accuracy": accuracy.detach()}
