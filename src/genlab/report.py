@@ -56,10 +56,7 @@ def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor
     ax.legend(loc="upper right", markerscale=4)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _saved(fig, path)
 
 
 def save_samples_picture(samples: torch.Tensor, kind: str, path: str | Path, reference=None,
@@ -125,6 +122,16 @@ def save_run_pictures(model, data, path: Path, n: int = 64) -> None:
 # ---------------------------------------------------------------------------------------------- plots
 
 
+def _saved(fig, path: str | Path) -> Path:
+    """Lay out, write and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def _pyplot():
     import matplotlib
 
@@ -153,10 +160,7 @@ def save_training_curves(history: list[dict], path: str | Path) -> Path | None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss" if "d_loss" in keys else "nats per example")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _saved(fig, path)
 
 
 def save_monitor_curves(history: list[dict], path: str | Path) -> Path | None:
@@ -171,10 +175,7 @@ def save_monitor_curves(history: list[dict], path: str | Path) -> Path | None:
         ax.plot([r["step"] for r in rows if key in r], [r[key] for r in rows if key in r], marker=".")
         ax.set_xlabel("step")
         ax.set_title(key)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _saved(fig, path)
 
 
 def save_score_histogram(scores, threshold: float, outlier=None, path: str | Path = "scores.png") -> Path:
@@ -192,10 +193,7 @@ def save_score_histogram(scores, threshold: float, outlier=None, path: str | Pat
     ax.set_xlabel("score (higher = more normal)")
     ax.set_ylabel("inputs")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _saved(fig, path)
 
 
 @torch.no_grad()
@@ -227,10 +225,7 @@ def save_audit_pictures(model, data, history: list[dict], path: Path, top: int =
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("latent means of the training split, per dimension (the DB-VAE's histograms)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path / "audit_histograms.png")
-    plt.close(fig)
-    out["histograms"] = str(path / "audit_histograms.png")
+    out["histograms"] = str(_saved(fig, path / "audit_histograms.png"))
     ess = [(r["epoch"], r["sampling_ess"]) for r in history if r.get("kind") == "epoch" and "sampling_ess" in r]
     if ess:
         fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
@@ -239,10 +234,7 @@ def save_audit_pictures(model, data, history: list[dict], path: Path, top: int =
         ax.set_xlabel("epoch")
         ax.set_ylabel("effective sample size")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(path / "audit_ess.png")
-        plt.close(fig)
-        out["ess"] = str(path / "audit_ess.png")
+        out["ess"] = str(_saved(fig, path / "audit_ess.png"))
     return out
 
 
@@ -261,10 +253,7 @@ def save_latent_map(coords: torch.Tensor, labels: torch.Tensor | None, path: str
             ax.scatter(c[pick, 0], c[pick, 1], s=4, label=name)
         ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _saved(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- HTML report
