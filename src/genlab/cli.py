@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from genlab import files
 from genlab.errors import GenlabError, TrainingInterrupted
 
 # flags that set model, data and training config fields: flag dest -> (section, field)
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float)
     r.add_argument("--lr-schedule", choices=["constant", "cosine"])
     r.add_argument("--weight-decay", type=float)
-    r.add_argument("--seed", type=int)
+    r.add_argument("--seed", type=_seed)
     r.add_argument("--val-fraction", type=float, help="share of the training split held out for model selection")
     r.add_argument("--patience", type=int, help="early stop after this many epochs without a better validation loss")
     r.add_argument("--val-importance-samples", type=int)
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("--out", help="FILE.png (a grid) or FILE.npy (raw arrays); default RUN/samples.png")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--class", type=int, dest="label", help="the class to generate (conditional GAN)")
 
     c = sub.add_parser("reconstruct", help="inputs next to their reconstructions")
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "test"])
     e.add_argument("--importance-samples", type=int, default=1000, help="K of the IWAE bound on log p(x)")
     e.add_argument("--batch-size", type=int, default=100)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--disentanglement", action="store_true",
@@ -216,6 +217,21 @@ def _without_option(argv: list[str], option: str) -> list[str]:
     return out
 
 
+MAX_SAMPLE_VALUES = 2**28  # 1 GiB of float32
+MAX_GRID_CELLS = 10_000
+
+
+def _seed(text: str) -> int:
+    """A seed as every random generator genlab uses accepts it: an integer in [0, 2^32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, not '{text}'") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to {2**32 - 1}, not {value}")
+    return value
+
+
 def _bool(text: str) -> bool:
     if text.lower() in ("true", "yes", "1"):
         return True
@@ -231,10 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a usage mistake already printed as one line
         return e.code if isinstance(e.code, int) else 2
     try:
-        if getattr(args, "nproc", None) and args.nproc > 1:
+        if getattr(args, "nproc", None) is not None:
             from genlab.distributed import launch
 
-            return launch(args.nproc, _without_option(argv, "--nproc"))
+            if args.nproc < 1:
+                raise GenlabError(f"--nproc must be a positive number of processes, not {args.nproc}.")
+            if args.nproc > 1:
+                _training_plan(args).check()  # a mistake is one line here, not one per process and a traceback
+                return launch(args.nproc, _without_option(argv, "--nproc"))
         return COMMANDS[args.command](args) or 0
     except TrainingInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
@@ -245,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a folder that cannot be written, a full disk: the user's to fix, not a bug
         where = f" '{e.filename}'" if e.filename else ""
         print(f"error: {e.strerror or e}{where}; check the path and its permissions.", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; ask for fewer samples or a smaller model (--latent-dim, --hidden, -n).",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -274,11 +298,65 @@ def cmd_datasets(args) -> None:
 
 
 def cmd_train(args) -> None:
+    plan = _training_plan(args)
+    run = plan.fit(progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 speaks for the run
+    end = run.history[-1] if run.history else {}
+    kept = end.get("kept_epoch")
+    val = end.get("best_val_loss_nats")
+    extra = f", validation loss {val:.2f} nats" if val is not None else ""
+    print(f"trained {args.family} on {plan.data.meta.name}: kept epoch {kept} of {end.get('epochs')}{extra}")
+    pictures = "samples.png" + (", reconstructions.png" if hasattr(run.model, "reconstruct") else "")
+    print(f"run written to {plan.out}/ (config.json, model.safetensors, {pictures}, epochs/)")
+
+
+@dataclasses.dataclass
+class _TrainingPlan:
+    """What `genlab train` will do, built and checked before anything runs or is written."""
+
+    family: str
+    model: object
+    data: object
+    config: object
+    out: Path
+    weights: object  # a tensor from --weights, or None
+    resume: bool
+    force: bool
+
+    def fit(self, progress: bool):
+        if self.family == "dbvae":
+            from genlab.debias import fit_debiased
+
+            return fit_debiased(self.model, self.data, self.config, self.out, resume=self.resume, force=self.force,
+                                progress=progress)
+        from genlab.train import fit
+
+        return fit(self.model, self.data, self.config, self.out, resume=self.resume, force=self.force,
+                   weights=self.weights, progress=progress)
+
+    def check(self) -> None:
+        """Every check the start of `fit` makes (for --nproc: before the processes are launched)."""
+        from genlab import debias, runs
+        from genlab.train import check_start
+
+        if self.family == "dbvae" and self.model.config.reweight == "jtt":  # its weights come from a first model
+            runs.check_run_dir(self.out, resume=self.resume, force=self.force)
+            return
+        weights = debias.weights_function(self.model) if self.family == "dbvae" else self.weights
+        check_start(self.model, self.data, self.config, self.out, resume=self.resume, force=self.force,
+                    weights=weights)
+
+
+def _training_plan(args) -> _TrainingPlan:
+    import torch
+
+    from genlab.configs import build_config
     from genlab.data import load_dataset
     from genlab.models import FAMILIES
     from genlab.recipes import recipe
-    from genlab.runs import prepare_run_dir, read_config
-    from genlab.train import TrainConfig, fit
+    from genlab.runs import check_run_dir, read_config
+    from genlab.train import TrainConfig
 
     preset = recipe(args.recipe, args.family) if args.recipe else {}
     file_config = _read_config_file(args.config) if args.config else {}
@@ -291,19 +369,31 @@ def cmd_train(args) -> None:
     _reject_foreign(model_given, config_cls, args.family)
     if args.family == "gan" and args.lr is not None:
         raise GenlabError("a GAN has two learning rates: give --lr-g and --lr-d instead of --lr.")
+    if args.weights and args.family == "dbvae":
+        raise GenlabError("a DB-VAE makes its own sampling weights (--reweight); --weights does not apply.")
 
     if args.resume:
         if not args.out:
             raise GenlabError("--resume needs --out, the run directory to continue.")
-        prepare_run_dir(Path(args.out), resume=True, force=False)  # refuses a folder with nothing to resume
+        check_run_dir(Path(args.out), resume=True, force=False)  # refuses a folder with nothing to resume
         saved = read_config(Path(args.out))
         if saved["family"] != args.family:
             raise GenlabError(f"the run in '{args.out}' is a {saved['family']}, not a {args.family}.")
-        _same_as_saved(saved["model"], model_given, "model")
-        _same_as_saved(saved["data"] or {}, data_given, "data")
-        _same_as_saved(saved["train"], {k: v for k, v in train_given.items() if k != "epochs"}, "training")
-        spec = dict(saved["data"])
-        data = load_dataset(spec.pop("name"), **spec)
+        spec = dict(saved["data"] or {})
+        name = spec.pop("name", None)
+        if name is None:
+            raise GenlabError(f"the run in '{args.out}' was trained on in-memory data; resume it in Python with fit.")
+        data_name = args.data or file_config["data"].get("name")
+        if data_name is not None and _dataset_name(data_name) != name:
+            raise GenlabError(f"--resume continues the run on its own data ({name}), but --data names {data_name}; "
+                              "drop --data, or train a new run.")
+        # the config file, the recipe and the flags are held to the saved config alike (epochs may grow)
+        _same_as_saved(saved["model"], {**file_config["model"], **model_given}, "model")
+        _same_as_saved(spec, {**{k: v for k, v in file_config["data"].items() if k != "name"}, **data_given}, "data")
+        resumed_train = {**file_config["train"], **train_given}
+        resumed_train.pop("epochs", None)
+        _same_as_saved(saved["train"], resumed_train, "training")
+        data = load_dataset(name, **spec)
         model_config = saved["model"]
         train_config = {**saved["train"], **given(["epochs"])}
     else:
@@ -316,9 +406,6 @@ def cmd_train(args) -> None:
         model_config = {**defaults, **file_config.get("model", {}), **model_given}
         model_config["input_shape"] = list(data.meta.shape)
         train_config = {**getattr(model_cls, "train_defaults", {}), **file_config.get("train", {}), **train_given}
-    import torch
-
-    from genlab.configs import build_config
 
     config = TrainConfig.from_dict(train_config)
     torch.manual_seed(config.seed)  # the initial weights follow the seed too
@@ -329,25 +416,14 @@ def cmd_train(args) -> None:
         from genlab.outliers import read_weights_csv
 
         weights = read_weights_csv(args.weights)
-    if args.family == "dbvae":
-        if weights is not None:
-            raise GenlabError("a DB-VAE makes its own sampling weights (--reweight); --weights does not apply.")
-        from genlab.debias import fit_debiased
+    return _TrainingPlan(args.family, model, data, config, out, weights, args.resume, args.force)
 
-        run = fit_debiased(model, data, config, out, resume=args.resume, force=args.force,
-                           progress=not args.no_progress)
-    else:
-        run = fit(model, data, config, out, resume=args.resume, force=args.force, weights=weights,
-                  progress=not args.no_progress)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return  # under torchrun, rank 0 speaks for the run
-    end = run.history[-1] if run.history else {}
-    kept = end.get("kept_epoch")
-    val = end.get("best_val_loss_nats")
-    extra = f", validation loss {val:.2f} nats" if val is not None else ""
-    print(f"trained {args.family} on {data.meta.name}: kept epoch {kept} of {end.get('epochs')}{extra}")
-    pictures = "samples.png" + (", reconstructions.png" if hasattr(model, "reconstruct") else "")
-    print(f"run written to {out}/ (config.json, model.safetensors, {pictures}, epochs/)")
+
+def _dataset_name(name: str) -> str:
+    """A --data value as a run's config.json records it: a built-in name, or the file's absolute path."""
+    from genlab.data import list_datasets
+
+    return name if name in list_datasets() or not Path(name).exists() else str(Path(name).resolve())
 
 
 def _read_config_file(path: str) -> dict:
@@ -371,11 +447,13 @@ def _reject_foreign(given: dict, config_cls, family: str) -> None:
 
 
 def _same_as_saved(saved: dict, given: dict, what: str) -> None:
+    """Refuse a resume whose flags, config file or recipe set a value other than the run's own."""
     for key, value in given.items():
         if json.loads(json.dumps(saved.get(key))) != json.loads(json.dumps(value)):
             raise GenlabError(
-                f"--resume continues the run as it was configured, but --{key.replace('_', '-')} {value} differs "
-                f"from its {what} config ({saved.get(key)}); drop it, or train a new run."
+                f"--resume continues the run as it was configured, but --{key.replace('_', '-')} {value} (a flag, or "
+                f"from --config or --recipe) differs from its {what} config ({saved.get(key)}); drop it, or train a "
+                "new run."
             )
 
 
@@ -392,6 +470,10 @@ def cmd_sample(args) -> None:
     out = Path(args.out) if args.out else run.path / "samples.png"
     if out.suffix.lower() not in (".png", ".npy"):
         raise GenlabError(f"--out must end in .png (an image grid) or .npy (raw arrays), not '{out.name}'.")
+    values = args.n * int(np.prod(run.config["model"]["input_shape"]))
+    if values > MAX_SAMPLE_VALUES or (out.suffix.lower() == ".png" and args.n > MAX_GRID_CELLS):
+        raise GenlabError(f"-n {args.n} asks for too much: at most {MAX_GRID_CELLS} samples in a picture and "
+                          f"{MAX_SAMPLE_VALUES:,} values in an array; draw fewer (several calls with other --seed).")
     generator = torch.Generator().manual_seed(args.seed)
     if args.label is not None:
         if run.family != "gan":
@@ -405,7 +487,7 @@ def cmd_sample(args) -> None:
         array = samples.numpy()
         if meta.get("loc") is not None:  # back to the data's own units
             array = array * np.asarray(meta["std"], np.float32) + np.asarray(meta["loc"], np.float32)
-        np.save(out, array.astype(np.float32))
+        files.save_array(array.astype(np.float32), out)
     else:
         report.save_samples_picture(samples, meta.get("kind", "image"), out)
     print(f"{args.n} samples written to {out}")
@@ -449,7 +531,7 @@ def cmd_evaluate(args) -> None:
         result.update(disentanglement(run.model, data))
     result = {"run": str(run.path), "family": run.family, "split": args.split, **result}
     if args.json:
-        print(json.dumps(result))
+        print(files.dumps(result))
         return
     units = {"elbo_nats": "nats", "nll_nats": "nats", "recon_loss": "nats", "kl_nats": "nats",
              "bits_per_dim": "bits/dim"}
@@ -601,7 +683,7 @@ def cmd_detect(args) -> None:
 def _emit(result: dict, as_json: bool) -> None:
     """One JSON object on stdout, or one `key value` line per entry."""
     if as_json:
-        print(json.dumps(result))
+        print(files.dumps(result))
         return
     width = max(map(len, result)) + 2
     for key, value in result.items():
@@ -633,7 +715,7 @@ def cmd_audit(args) -> None:
     codes = debias.encode_means(run.model, data.train.x)  # the training codes, encoded once for both
     result = debias.audit(run.model, data, run.history, codes)
     result["pictures"] = report.save_audit_pictures(run.model, data, run.history, run.path, args.top, codes)
-    (run.path / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
+    files.write_text(run.path / "audit.json", files.dumps(result, indent=1) + "\n")
     _emit(result, args.json)
 
 

@@ -1,22 +1,84 @@
-"""Config dataclasses from JSON: one place that turns unknown keys and bad values into clear errors."""
+"""Config dataclasses from JSON: one place that turns unknown keys and values of the wrong type into clear errors.
+
+Every config (model, data, training) is built here, from a config file, a saved run or the command line, so a
+string where a switch belongs (`"hflip": "false"`) or a switch where a number belongs (`"seed": true`) is
+refused with the field's name instead of being taken for true.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 
 from genlab.errors import GenlabError
 
 
+class _Mismatch(Exception):
+    pass
+
+
 def build_config(cls, values: dict, what: str):
-    """A config dataclass from a JSON dict, with a clear error for unknown keys and bad values."""
+    """A config dataclass from a JSON dict, with a clear error for unknown keys and badly typed values."""
     if not isinstance(values, dict):
         raise GenlabError(f"the {what} config must be a JSON object, not {type(values).__name__}.")
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise GenlabError(f"unknown {what} config key(s) {', '.join(unknown)}; known keys: {', '.join(known)}.")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    hints = typing.get_type_hints(cls)
+    typed = {}
+    for key, value in values.items():
+        try:
+            typed[key] = _typed(value, hints[key])
+        except _Mismatch:
+            raise GenlabError(f"{what} config: {key} must be {_describe(hints[key])}, not {value!r}.") from None
     try:
-        return cls(**values)
+        return cls(**typed)
     except TypeError as e:
         raise GenlabError(f"bad {what} config: {e}.") from None
+
+
+def _typed(value, tp):
+    """`value` as type `tp` (JSON lists become tuples, integers become floats), or _Mismatch."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _typed(value, option)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)):
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_typed(v, args[0]) for v in value)
+            if len(value) == len(args):
+                return tuple(_typed(v, a) for v, a in zip(value, args))
+    else:
+        return value  # a type this module does not check
+    raise _Mismatch
+
+
+def _describe(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(options) + (" or null" if type(None) in args else "")
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))

@@ -122,6 +122,12 @@ def fit_debiased(model, data, config, out=None, progress: bool = True, **kwargs)
     c = model.config
     if c.reweight != "jtt":
         return fit(model, data, config, out, weights=weights_function(model), progress=progress, **kwargs)
+    if out is not None:  # before the first model trains: a folder that will be refused is refused now
+        from pathlib import Path
+
+        from genlab.runs import check_run_dir
+
+        check_run_dir(Path(out), resume=kwargs.get("resume", False), force=kwargs.get("force", False))
     first = copy.deepcopy(model)
     fit(first, data, dataclasses.replace(config, epochs=c.jtt_epochs), None, progress=progress)
     errors = (first.predict(torch.as_tensor(data.train.x[:])) != data.train.y).numpy()

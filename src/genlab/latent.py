@@ -84,8 +84,8 @@ def interpolate(model, z_from: torch.Tensor, z_to: torch.Tensor, steps: int = 10
 
 def map_2d(codes: torch.Tensor, method: str = "pca", seed: int = 0) -> torch.Tensor:
     """Codes (N, latent_dim) -> 2-D coordinates: themselves when latent_dim <= 2, else PCA or t-SNE."""
-    if codes.shape[1] <= 2:
-        return codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
+    if codes.shape[1] <= 2 or len(codes) < 3:  # nothing to project, or too few codes to fit a projection
+        return codes[:, :2] if codes.shape[1] >= 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
     if method == "pca":
         from sklearn.decomposition import PCA
 
@@ -93,5 +93,6 @@ def map_2d(codes: torch.Tensor, method: str = "pca", seed: int = 0) -> torch.Ten
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        return torch.from_numpy(TSNE(2, random_state=seed, init="pca").fit_transform(codes.numpy()))
+        tsne = TSNE(2, random_state=seed, init="pca", perplexity=min(30.0, (len(codes) - 1) / 3))
+        return torch.from_numpy(tsne.fit_transform(codes.numpy()))
     raise GenlabError(f"the latent map method must be pca or tsne, not '{method}'.")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genlab import files
 from genlab.errors import GenlabError
 
 MIN_CELL = 32  # small images (8x8 digits) are enlarged to at least this many pixels per cell
@@ -37,9 +38,7 @@ def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> I
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, ncol: int | None = None) -> Path:
-    path = Path(path)
-    image_grid(images, ncol).save(path)
-    return path
+    return files.save_image(image_grid(images, ncol), path)
 
 
 def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
@@ -48,15 +47,19 @@ def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     if reference is not None:
-        r = reference.detach().cpu().numpy()
-        ax.scatter(r[:, 0], r[:, 1], s=3, c="0.75", label="data")
-    p = points.detach().cpu().numpy()
-    ax.scatter(p[:, 0], p[:, 1] if p.shape[1] > 1 else np.zeros(len(p)), s=3, c="tab:blue", label="model")
+        ax.scatter(*_xy(reference), s=3, c="0.75", label="data")
+    ax.scatter(*_xy(points), s=3, c="tab:blue", label="model")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(loc="upper right", markerscale=4)
     if title:
         ax.set_title(title)
     return _saved(fig, path)
+
+
+def _xy(points) -> tuple[np.ndarray, np.ndarray]:
+    """The first two coordinates of (N, D) points to plot; one-column data is drawn on the line y = 0."""
+    p = torch.as_tensor(points).detach().cpu().float().numpy().reshape(len(points), -1)
+    return p[:, 0], p[:, 1] if p.shape[1] > 1 else np.zeros(len(p))
 
 
 def save_samples_picture(samples: torch.Tensor, kind: str, path: str | Path, reference=None,
@@ -88,8 +91,7 @@ def save_point_raster(points: torch.Tensor, path: str | Path, reference: torch.T
     if reference is not None:
         canvas[pixels(r)] = (190, 190, 190)
     canvas[pixels(p)] = (31, 119, 180)
-    Image.fromarray(canvas).save(path)
-    return Path(path)
+    return files.save_image(Image.fromarray(canvas), path)
 
 
 def save_reconstructions_picture(inputs: torch.Tensor, recon: torch.Tensor, kind: str, path: str | Path) -> Path:
@@ -126,10 +128,11 @@ def _saved(fig, path: str | Path) -> Path:
     """Lay out, write and close a matplotlib figure."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    try:
+        fig.tight_layout()
+        return files.save_figure(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def _pyplot():
@@ -243,14 +246,14 @@ def save_latent_map(coords: torch.Tensor, labels: torch.Tensor | None, path: str
     """A 2-D map of codes, coloured by label when there are labels."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
-    c = coords.numpy()
+    x, y = _xy(coords)
     if labels is None:
-        ax.scatter(c[:, 0], c[:, 1], s=4, c="tab:blue")
+        ax.scatter(x, y, s=4, c="tab:blue")
     else:
         for value in torch.unique(labels).tolist():
             pick = (labels == value).numpy()
             name = classes[value] if value < len(classes) else str(value)
-            ax.scatter(c[pick, 0], c[pick, 1], s=4, label=name)
+            ax.scatter(x[pick], y[pick], s=4, label=name)
         ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
     ax.set_title(title)
     return _saved(fig, path)
@@ -286,7 +289,6 @@ def _table(rows, header=("", "")) -> str:
 def write_report(run, data=None, importance_samples: int = 100, progress: bool = False) -> Path:
     """RUN/report.html: config, training curves, metrics, samples, reconstructions, traversals,
     interpolations and the latent map, with every picture embedded."""
-    import json
     import tempfile
 
     from genlab import latent
@@ -311,7 +313,7 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
                     "named above; fd_floor: the same for the test split (real against real), the best a model can "
                     "expect. precision/density: samples that look real; recall/coverage: real data the samples "
                     "reach.</p>")
-        (path / "evaluation.json").write_text(json.dumps({"split": "test", **metrics}) + "\n")
+        files.write_text(path / "evaluation.json", files.dumps({"split": "test", **metrics}) + "\n")
         rows = [(k, f"{v:.4f} {UNITS.get(k, '')}".strip() if isinstance(v, float) else v) for k, v in metrics.items()]
         sections.append(("Metrics on the test split", _table(rows, ("metric", "value")) + note))
         curves = save_training_curves(run.history, tmp / "curves.png")
@@ -345,11 +347,12 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
             sections.append(("Latent traversals", "<table>" + "".join(rows) + "</table>"
                              + '<p class="note">Each row sweeps one latent dimension from -3 to +3 prior standard '
                              "deviations, all others held at the prior mean; dimensions ordered by KL.</p>"))
-            pairs = [(2 * i, 2 * i + 1) for i in range(4)]
-            interps = torch.cat([latent.interpolate(model, codes[a], codes[b], 10) for a, b in pairs])
-            sections.append(("Interpolations", _img(save_image_grid(interps, tmp / "interp.png", ncol=10))
-                             + '<p class="note">Linear paths between the codes of test images 0-1, 2-3, 4-5, 6-7.'
-                             "</p>"))
+            pairs = [(2 * i, 2 * i + 1) for i in range(min(4, len(codes) // 2))]  # a small test split has fewer
+            if pairs:
+                interps = torch.cat([latent.interpolate(model, codes[a], codes[b], 10) for a, b in pairs])
+                named = ", ".join(f"{a}-{b}" for a, b in pairs)
+                sections.append(("Interpolations", _img(save_image_grid(interps, tmp / "interp.png", ncol=10))
+                                 + f'<p class="note">Linear paths between the codes of test images {named}.</p>'))
         if run.family == "dbvae":
             sections.append(_audit_section(run, data, tmp))
         coords = latent.map_2d(codes)
@@ -393,6 +396,4 @@ def _write_page(run, data, path: Path, sections) -> Path:
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
             f"<p class='note'>{escape(str(path))} &middot; genlab {escape(run.config.get('genlab_version', ''))} "
             f"&middot; torch {escape(run.config.get('torch_version', ''))}</p>{body}</body></html>")
-    out = path / REPORT
-    out.write_text(page)
-    return out
+    return files.write_text(path / REPORT, page)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from genlab import files
 from genlab.errors import GenlabError
 
 CONFIG = "config.json"
@@ -78,25 +78,16 @@ class Run:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def write_atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json(path: Path, obj) -> None:
-    write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
-
-
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    write_atomic(path, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT, **metadata}))
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, **metadata})
+        except SafetensorError as e:  # a full disk reaches us as safetensors' own error, not an OSError
+            raise GenlabError(f"cannot write '{path}' ({e}); free some disk space and try again.") from None
+
+    files.write_atomic(path, write)
 
 
 def read_tensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -147,6 +138,14 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
 # ---------------------------------------------------------------------------------------------- runs
 
 
+# what genlab writes into a run folder under fixed names; `--force` deletes these and nothing else
+RUN_FILES = (CONFIG, MODEL, CHECKPOINT, METRICS, "samples.png", "reconstructions.png", "traverse.png",
+             "interpolate.png", "latent.png", "report.html", "evaluation.json", "audit.json", "audit_top.png",
+             "audit_bottom.png", "audit_histograms.png", "audit_ess.png")
+RUN_FOLDERS = {"epochs": "epoch_*.png", "tensorboard": "events.out.tfevents.*"}  # folder: the files genlab puts there
+LOCK = ".genlab.lock"
+
+
 def check_run_dir(path: Path, *, resume: bool, force: bool) -> None:
     """Raise GenlabError when training into `path` must be refused; changes nothing."""
     path = Path(path)
@@ -155,26 +154,81 @@ def check_run_dir(path: Path, *, resume: bool, force: bool) -> None:
     if resume:
         if not (path / CHECKPOINT).is_file():
             raise GenlabError(f"nothing to resume in '{path}': it has no {CHECKPOINT}. Train without --resume.")
-    elif path.exists() and any(path.iterdir()):
-        if not force:
-            raise GenlabError(
-                f"'{path}' already holds files; use --resume to continue that run, --force to replace it, "
-                "or another --out."
-            )
-        if not (path / CONFIG).is_file():
-            raise GenlabError(f"'{path}' is not a genlab run; --force only replaces runs. Choose another --out.")
+        return
+    if not path.exists() or not any(p.name != LOCK for p in path.iterdir()):
+        return
+    if not force:
+        raise GenlabError(
+            f"'{path}' already holds files; use --resume to continue that run, --force to replace it, "
+            "or another --out."
+        )
+    here = Path.cwd().resolve()
+    if path.resolve() in (here, *here.parents, Path.home().resolve()):
+        raise GenlabError(f"--force never replaces '{path}': it is the working folder, one of its parents or the "
+                          "home folder. Give the run its own --out folder.")
+    try:
+        read_config(path)
+    except GenlabError:
+        raise GenlabError(f"'{path}' is not a genlab run (no valid {CONFIG}); --force only replaces runs, "
+                          "so nothing was deleted. Choose another --out.") from None
 
 
-def prepare_run_dir(path: Path, *, resume: bool, force: bool) -> Path:
-    """Create the run folder; an existing run is refused unless resuming or forced (which clears it)."""
+def clear_run_dir(path: Path) -> None:
+    """Delete what genlab wrote into a run folder (after `check_run_dir` agreed to --force); a user's own
+    files stay. A link in genlab's place is removed itself, never followed."""
     path = Path(path)
-    check_run_dir(path, resume=resume, force=force)
-    if resume:
-        return path
-    if path.exists() and any(path.iterdir()):
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    for name in RUN_FILES:
+        if (path / name).is_file() or (path / name).is_symlink():
+            (path / name).unlink()
+    for name, pattern in RUN_FOLDERS.items():
+        folder = path / name
+        if folder.is_symlink():
+            folder.unlink()
+        elif folder.is_dir():
+            for f in folder.glob(pattern):
+                if f.is_file() or f.is_symlink():
+                    f.unlink()
+            if not any(folder.iterdir()):
+                folder.rmdir()
+    files.remove_stale_temporaries(path, RUN_FILES)
+
+
+def run_subfolder(path: Path, name: str) -> Path:
+    """RUN/name as a real folder: a link planted in its place is replaced, so writes stay inside the run."""
+    folder = Path(path) / name
+    if folder.is_symlink():
+        folder.unlink()
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+class RunLock:
+    """An exclusive lock on a run folder (RUN/.genlab.lock) while a training writes it: a second training
+    into the same --out is refused instead of mixing two runs' files. Released when the process ends, even by
+    kill -9 (an OS file lock, not a pid file)."""
+
+    def __init__(self, path: Path):
+        self.path, self.fd = Path(path), None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; training still works, unguarded
+            return self
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise GenlabError(f"another genlab process is training into '{self.path}'; wait for it to end or "
+                              "choose another --out.") from None
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the lock
+            self.fd = None
 
 
 def read_config(path: Path) -> dict:
@@ -187,8 +241,12 @@ def read_config(path: Path) -> dict:
         config = json.loads((path / CONFIG).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GenlabError(f"'{path / CONFIG}' is not valid JSON ({e}).") from None
-    if not isinstance(config, dict) or "family" not in config or "model" not in config:
+    if not isinstance(config, dict) or not isinstance(config.get("family"), str) \
+            or not isinstance(config.get("model"), dict):
         raise GenlabError(f"'{path / CONFIG}' is not a genlab run config (no family/model).")
+    for section in ("data", "data_meta", "train"):
+        if not isinstance(config.get(section), (dict, type(None))):
+            raise GenlabError(f"'{path / CONFIG}' is damaged: its {section} section is not a JSON object.")
     return config
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from genlab import runs
+from genlab import files, runs
 from genlab.configs import build_config
 from genlab.data.core import Dataset, Split, augment
 from genlab.debias import effective_sample_size
@@ -71,7 +71,8 @@ class TrainConfig:
         check(self.lr > 0, f"lr must be positive, not {self.lr}")
         check(self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}")
-        check(isinstance(self.seed, int), f"seed must be an integer, not {self.seed!r}")
+        check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, f"seed must be an integer from 0 to 2^32 - 1, "
+              f"not {self.seed!r}")
         check(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), not {self.val_fraction}")
         check(self.patience is None or positive_int(self.patience), "patience must be a positive integer or null")
         check(isinstance(self.val_importance_samples, int) and self.val_importance_samples >= 0,
@@ -146,6 +147,12 @@ class _State:
     best_epoch: int | None = None
     stale_epochs: int = 0
     stop_reason: str | None = None
+    # the current epoch's running sums, so that an epoch resumed half-way logs the row an uninterrupted one would
+    epoch_sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    epoch_batches: int = 0
+    epoch_examples: int = 0
+    epoch_seconds: float = 0.0
+    log_rows: int = 0  # rows in metrics.jsonl when the checkpoint was written: a resume keeps exactly these
 
 
 class _StopFlag:
@@ -189,21 +196,32 @@ def fit(
     """
     config = config or TrainConfig(**getattr(model, "train_defaults", {}))
     world, device = World.from_environment(resolve_device(config.device))
-    try:
-        return _fit(model, data, config, out, resume, force, weights, progress, world, device)
-    finally:
-        world.close()
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(world.close)
+        return _fit(model, data, config, out, resume, force, weights, progress, world, device, cleanup)
 
 
-def _fit(model, data, config, out, resume, force, weights, progress, world: World, device) -> runs.Run:
-    if config.precision == "fp16" and device.type != "cuda":
+def check_start(model, data: Dataset, config: TrainConfig, out=None, *, resume: bool = False, force: bool = False,
+                weights: Weights = None) -> tuple[dict, torch.Tensor | None]:
+    """Every check a training start can fail, run before anything is written or deleted: a mistake found
+    here leaves `out` as it was. Returns the run's config.json and, for weights a function computes, the
+    first epoch's weights (already checked)."""
+    if config.precision == "fp16" and resolve_device(config.device).type != "cuda":
         raise GenlabError("fp16 needs a CUDA GPU; on CPU use --precision bf16 or fp32.")
     if config.val_fraction > 0 and not hasattr(model, "validation_loss"):
         raise GenlabError(f"a {model.family} has no validation loss to select epochs by; "
                           "train it with val_fraction 0 (--val-fraction 0).")
-    train, val = split_validation(data.train, config.val_fraction)
+    train, _ = split_validation(data.train, config.val_fraction)
     model.check_data(data.train.x, data.train.y)
-    writer_class = _tensorboard_writer_class(out) if config.tensorboard else None
+    if config.tensorboard:
+        _tensorboard_writer_class(out)
+    first_weights = None
+    if callable(weights):
+        if not resume:  # a resumed run recomputes them for the epoch it continues
+            first_weights = check_weights(weights(model, train), len(train))
+            model.train()
+    elif weights is not None:
+        weights = check_weights(weights, len(data.train))
     run_config = {
         "genlab_version": runs.genlab_version(),
         "torch_version": torch.__version__,
@@ -212,20 +230,58 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
         "data": data.spec.to_dict() if data.spec is not None else None,
         "data_meta": dataclasses.asdict(data.meta),
         "train": config.to_dict(),
+        "sampling_weights": _weights_fingerprint(weights),
     }
-    path = None  # where checkpoints are read; only rank 0 writes
     if out is not None:
-        path = Path(out)
-        runs.check_run_dir(path, resume=resume, force=force)  # every rank: the same verdict, no rank left waiting
-        world.barrier()  # all ranks have looked before rank 0 changes anything
+        runs.check_run_dir(Path(out), resume=resume, force=force)
         if resume:
-            _check_same_run(runs.read_config(path), run_config, path)
-        elif world.main:
-            runs.prepare_run_dir(path, resume=False, force=force)
-            runs.write_json(path / runs.CONFIG, run_config)
-        world.barrier()
+            _check_same_run(runs.read_config(Path(out)), run_config, Path(out))
     elif resume:
         raise GenlabError("resume needs the run directory (out) to resume from.")
+    return run_config, first_weights
+
+
+def _weights_fingerprint(weights: Weights) -> str | None:
+    """What config.json records of the sampling weights, so that a resume with other weights is refused."""
+    if weights is None:
+        return None
+    if callable(weights):
+        return "recomputed by the model every epoch"
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(weights.numpy().tobytes()).hexdigest()
+
+
+def _open_run_dir(path: Path, run_config: dict, resume: bool, force: bool, world: World, cleanup) -> None:
+    """Lock the run folder, then (and only then) clear a forced run's files and write config.json."""
+    failure = None
+    if world.main:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            cleanup.callback(runs.RunLock(path).acquire().release)
+        except GenlabError as e:
+            failure = e
+    _, failed = world.agree(torch.zeros(()), failure is not None)  # every rank learns whether rank 0 could lock
+    if failure is not None:
+        raise failure
+    if failed:
+        raise GenlabError(f"another genlab process is training into '{path}'.")
+    if world.main:
+        files.remove_stale_temporaries(path, runs.RUN_FILES)  # left by a kill during a write
+        if not resume:
+            if force:
+                runs.clear_run_dir(path)
+            files.write_json(path / runs.CONFIG, run_config)
+    world.barrier()
+
+
+def _fit(model, data, config, out, resume, force, weights, progress, world: World, device, cleanup) -> runs.Run:
+    run_config, first_weights = check_start(model, data, config, out, resume=resume, force=force, weights=weights)
+    train, val = split_validation(data.train, config.val_fraction)
+    writer_class = _tensorboard_writer_class(out) if config.tensorboard else None
+    path = None if out is None else Path(out)  # where checkpoints are read; only rank 0 writes
+    if path is not None:
+        _open_run_dir(path, run_config, resume, force, world, cleanup)
     writes = path if world.main else None
 
     torch.manual_seed(config.seed + world.rank)  # ranks draw different noise for their shards
@@ -241,11 +297,12 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
     scalers = [torch.amp.GradScaler(device.type) if config.precision == "fp16" else None for _ in objectives]
     autocast = contextlib.nullcontext() if config.precision == "fp32" else torch.autocast(
         device.type, dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16)
-    state, best, order = _State(), None, None
+    state, best, order, logged = _State(), None, None, []
     if resume:
         state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers, world)
-        if world.main:
-            _truncate_metrics(path / runs.METRICS, state.step)
+        logged = runs.read_metrics(path)[: state.log_rows]
+        if world.main:  # rows logged after the checkpoint will be logged again, exactly as before
+            files.write_text(path / runs.METRICS, "".join(files.dumps(r) + "\n" for r in logged))
 
     x_train = train.x.to(device)
     y_train = None if train.y is None else train.y.to(device)
@@ -253,13 +310,14 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
     # weights index the dataset's training split; the validation part (its last examples) is never drawn
     static_weights = None if weights is None or callable(weights) else check_weights(weights, len(data.train))[:n]
     steps_per_epoch = math.ceil(n / bs)
-    log = _MetricsLog(writes, writer_class(str(path / "tensorboard")) if writer_class and writes else None)
+    log = _MetricsLog(writes, writer_class(str(path / "tensorboard")) if writer_class and writes else None, logged)
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.step, disable=not progress or not world.main,
                file=sys.stderr, dynamic_ncols=True, desc=f"train {model.family}", unit="step")
 
     def checkpoint():
         if path is not None:
             rng = world.gather(torch.get_rng_state())  # collective: every rank takes part
+            state.log_rows = len(log.rows)
             if world.main:
                 _save_checkpoint(path / runs.CHECKPOINT, model, optimizers, state, best, order, rng)
 
@@ -268,7 +326,9 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
             ess = None
             if order is None:
                 w = static_weights
-                if callable(weights):
+                if first_weights is not None:  # computed (and checked) before the run folder was touched
+                    w, first_weights = first_weights, None
+                elif callable(weights):
                     w = check_weights(weights(model, train), n)
                     model.train()
                 if w is not None:
@@ -277,8 +337,7 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                         tqdm.write(f"warning: the sampling weights of epoch {state.epoch + 1} rest on about "
                                    f"{ess:.0f} of {n} examples (effective sample size)", file=sys.stderr)
                 order = epoch_order(n, config.seed, state.epoch, w).to(device)
-            sums: dict[str, float] = {}
-            started, seen, count = time.perf_counter(), 0, 0
+            started = time.perf_counter()
             first = state.batch
             batches = [order[b * bs : (b + 1) * bs] for b in range(first, steps_per_epoch)]
             for b, batch, (index, x) in zip(range(first, steps_per_epoch), batches, _read(x_train, batches, world,
@@ -292,8 +351,9 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                     values, stopping = _step(runners, objectives, optimizers, scalers, x, y, state, path, world,
                                              stop.signum is not None)
                 for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                seen, count = seen + len(batch), count + 1
+                    state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + v
+                state.epoch_examples += len(batch)
+                state.epoch_batches += 1
                 state.step += 1
                 state.batch = b + 1
                 bar.update()
@@ -306,17 +366,20 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                     log.write({"kind": "step", "step": state.step, "epoch": state.epoch + 1, **values})
                     bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
                 if stopping:
+                    state.epoch_seconds += time.perf_counter() - started
                     checkpoint()
                     if world.main:
                         _write_best(path, model, best)
                     where = f" Resume with: genlab train ... --out {path} --resume" if path else ""
                     raise TrainingInterrupted(f"training stopped at step {state.step}; a checkpoint was saved.{where}")
                 if state.step % config.checkpoint_every == 0:
+                    state.epoch_seconds += time.perf_counter() - started
+                    started = time.perf_counter()
                     checkpoint()
-            elapsed = time.perf_counter() - started
+            elapsed = state.epoch_seconds + time.perf_counter() - started
             row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step}
-            row.update({k: v / max(1, count) for k, v in sums.items()})
-            row["samples_per_s"] = seen / elapsed if elapsed > 0 else None
+            row.update({k: v / max(1, state.epoch_batches) for k, v in state.epoch_sums.items()})
+            row["samples_per_s"] = state.epoch_examples / elapsed if elapsed > 0 else None
             if ess is not None:
                 row["sampling_ess"] = ess
             if val is not None:
@@ -325,6 +388,7 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                 best = _select(model, state, row["val_loss_nats"], config, best)
             state.epoch += 1
             state.batch = 0
+            state.epoch_sums, state.epoch_batches, state.epoch_examples, state.epoch_seconds = {}, 0, 0, 0.0
             order = None
             log.write(row)
             log.images(model, data.meta.kind, state.epoch)
@@ -365,10 +429,9 @@ def _epoch_picture(model, data: Dataset, path: Path, epoch: int) -> None:
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         samples = model.sample(64 if data.meta.kind == "image" else 1000, generator=torch.Generator().manual_seed(0))
     model.train(was_training)
-    (path / "epochs").mkdir(exist_ok=True)
     reference = None if data.meta.kind == "image" else data.test.x[:1000]
-    save_samples_picture(samples.cpu(), data.meta.kind, path / "epochs" / f"epoch_{epoch:04d}.png", reference,
-                         fast=True)
+    save_samples_picture(samples.cpu(), data.meta.kind, runs.run_subfolder(path, "epochs") / f"epoch_{epoch:04d}.png",
+                         reference, fast=True)
 
 
 def _select(model, state: _State, val_loss: float, config: TrainConfig, best):
@@ -445,6 +508,12 @@ def _mean_validation_loss(model, val: Split, config: TrainConfig, device, batch_
 
 
 def _check_same_run(saved: dict, now: dict, path: Path) -> None:
+    if saved.get("sampling_weights") != now.get("sampling_weights"):
+        raise GenlabError(
+            f"--resume continues the run in '{path}' with the sampling weights it was trained with "
+            f"({saved.get('sampling_weights') or 'none'}), but the weights given now are "
+            f"{now.get('sampling_weights') or 'none'}; give the same --weights file as before, or train a new run."
+        )
     for key in ("family", "model", "data", "data_meta"):
         if json.loads(json.dumps(saved.get(key))) != json.loads(json.dumps(now.get(key))):
             raise GenlabError(
@@ -488,14 +557,14 @@ def _save_checkpoint(file: Path, model, optimizers, state: _State, best, order, 
                 else:
                     scalars[f"{i}.{pid}.{name}"] = value
     meta = {"state": dataclasses.asdict(state), "param_groups": groups, "optim_scalars": scalars}
-    runs.save_tensors(file, tensors, {"kind": "checkpoint", "state": json.dumps(meta)})
+    runs.save_tensors(file, tensors, {"kind": "checkpoint", "state": json.dumps(meta)})  # inf: no best epoch yet
 
 
 def _load_checkpoint(file: Path, model, optimizers, world: World):
     tensors, metadata = runs.read_tensors(file, "checkpoint")
     try:
         meta = json.loads(metadata["state"])
-        state = _State(**meta["state"])
+        state = build_config(_State, meta["state"], "checkpoint state")
         runs.load_weights(model, _prefixed(tensors, "model."), file)
         best = _prefixed(tensors, "best.") or None
         for i, opt in enumerate(optimizers):
@@ -520,7 +589,7 @@ def _load_checkpoint(file: Path, model, optimizers, world: World):
         torch.set_rng_state(tensors[f"rng.cpu.{world.rank}"])
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
-    except (KeyError, ValueError, TypeError, IndexError, json.JSONDecodeError) as e:
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError, json.JSONDecodeError) as e:
         raise GenlabError(f"the checkpoint '{file}' is incomplete or from another version ({e!r}).") from None
     return state, best, tensors.get("order")
 
@@ -546,16 +615,16 @@ def _tensorboard_writer_class(out):
 class _MetricsLog:
     """metrics.jsonl, appended line by line (kept in memory too), and TensorBoard when asked for."""
 
-    def __init__(self, path: Path | None, tensorboard=None):
+    def __init__(self, path: Path | None, tensorboard=None, rows: list[dict] | None = None):
         self.file = None if path is None else path / runs.METRICS
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(rows or [])  # a resumed run's history starts with the rows it keeps
         self.tensorboard = tensorboard
 
     def write(self, row: dict) -> None:
+        row = files.finite(row)  # strict JSON: a diverged loss is logged as null, not NaN
         self.rows.append(row)
         if self.file is not None:
-            with open(self.file, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            files.append_line(self.file, files.dumps(row))
         if self.tensorboard is not None and row.get("kind") in ("step", "epoch"):
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key not in ("kind", "step", "epoch"):
@@ -572,10 +641,3 @@ class _MetricsLog:
         model.train(was_training)
         grid = torch.from_numpy(np.asarray(image_grid(samples))).permute(2, 0, 1)
         self.tensorboard.add_image("samples", grid, epoch)
-
-
-def _truncate_metrics(file: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint a run resumes from: they will be logged again."""
-    if file.is_file():
-        rows = [r for r in runs.read_metrics(file.parent) if r.get("step", 0) <= step and r.get("kind") != "end"]
-        runs.write_atomic(file, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)))

@@ -31,6 +31,10 @@ class Objective:
     after_step: Callable[[], None] | None = None  # called after each optimiser step (the GAN's weight average)
 
 
+# sizes past these would not fit in memory (a model's weights and Adam's state grow with their squares)
+MAX_CODE, MAX_WIDTH, MAX_CONV_WIDTH = 4096, 16384, 1024
+
+
 @dataclass(frozen=True)
 class LatentConfig:
     """Fields shared by the encoder-decoder families (AE, VAE)."""
@@ -45,10 +49,13 @@ class LatentConfig:
 
     def __post_init__(self):
         normalise_shapes(self)
-        _check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, "latent_dim must be a positive integer")
+        _check(isinstance(self.latent_dim, int) and 1 <= self.latent_dim <= MAX_CODE,
+               f"latent_dim must be an integer from 1 to {MAX_CODE}")
         _check(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}")
-        _check(all(isinstance(h, int) and h >= 1 for h in self.hidden), "hidden must be positive widths")
-        _check(isinstance(self.conv_width, int) and self.conv_width >= 1, "conv_width must be a positive integer")
+        _check(all(isinstance(h, int) and 1 <= h <= MAX_WIDTH for h in self.hidden),
+               f"hidden must be widths from 1 to {MAX_WIDTH}")
+        _check(isinstance(self.conv_width, int) and 1 <= self.conv_width <= MAX_CONV_WIDTH,
+               f"conv_width must be an integer from 1 to {MAX_CONV_WIDTH}")
         _check(self.likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}")
         _check(self.gaussian_scale > 0, "gaussian_scale must be positive")
 

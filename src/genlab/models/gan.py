@@ -28,7 +28,7 @@ from torch import nn
 
 from genlab import nets
 from genlab.errors import GenlabError
-from genlab.models.base import Objective, _check, check_shape, normalise_shapes
+from genlab.models.base import MAX_CODE, MAX_CONV_WIDTH, MAX_WIDTH, Objective, _check, check_shape, normalise_shapes
 
 LOSSES = ("ns", "hinge", "wgan_gp")
 OUTPUTS = ("sigmoid", "linear")
@@ -61,10 +61,13 @@ class GANConfig:
         normalise_shapes(self)
         shape = self.input_shape
         positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
-        _check(positive_int(self.noise_dim), "noise_dim must be a positive integer")
+        _check(positive_int(self.noise_dim) and self.noise_dim <= MAX_CODE,
+               f"noise_dim must be an integer from 1 to {MAX_CODE}")
         _check(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}")
-        _check(len(self.hidden) >= 1 and all(positive_int(h) for h in self.hidden), "hidden must be positive widths")
-        _check(positive_int(self.conv_width), "conv_width must be a positive integer")
+        _check(len(self.hidden) >= 1 and all(positive_int(h) and h <= MAX_WIDTH for h in self.hidden),
+               f"hidden must be widths from 1 to {MAX_WIDTH}")
+        _check(positive_int(self.conv_width) and self.conv_width <= MAX_CONV_WIDTH,
+               f"conv_width must be an integer from 1 to {MAX_CONV_WIDTH}")
         _check(self.output in OUTPUTS, f"output must be one of {', '.join(OUTPUTS)}")
         _check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, not '{self.loss}'")
         _check(self.r1 >= 0, "r1 must be >= 0")
