@@ -150,3 +150,226 @@ def test_recipe_presets_and_flags_override_them(tmp_path, capsys):
     assert saved["data"]["translate"] == 1 and saved["train"]["epochs"] == 1 and saved["train"]["patience"] == 40
     expect_user_error(capsys, ["train", "vae", "--data", "digits", "--recipe", "speed"], "unknown recipe")
     expect_user_error(capsys, ["train", "ae", "--data", "digits", "--recipe", "likelihood"], "vae family")
+
+
+# ---------------------------------------------------------------------------------------------- promises
+
+
+def snapshot(folder):
+    """Every file under a folder with its bytes (links as their target's name): to see that nothing changed."""
+    return {str(p.relative_to(folder)): (str(p.readlink()) if p.is_symlink() else p.read_bytes() if p.is_file()
+                                         else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_force_refuses_a_folder_whose_config_json_is_not_a_run(tmp_path, capsys):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "config.json").write_text('{"name": "my app", "debug": true}')
+    (project / "notes.txt").write_text("a week of notes")
+    (project / "src" / "app.py").write_text("print('hello')")
+    before = snapshot(project)
+    expect_user_error(capsys, ["train", "vae", "--data", "digits", "--out", str(project), "--force", *FAST],
+                      "not a genlab run")
+    assert snapshot(project) == before
+
+
+def test_force_refuses_the_working_folder_and_its_parents_even_when_it_is_a_run(cli_run, tmp_path, capsys,
+                                                                                monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    (run / "inner").mkdir()
+    before = snapshot(run)
+    for cwd, out in ((run, "."), (run / "inner", "..")):
+        monkeypatch.chdir(cwd)
+        expect_user_error(capsys, ["train", "vae", "--data", "digits", "--out", out, "--force", *FAST],
+                          "working folder")
+    assert snapshot(run) == before
+
+
+def test_force_replaces_only_what_genlab_wrote(cli_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    (run / "notes.txt").write_text("mine")
+    (run / "epochs" / "my_drawing.png").write_bytes(b"mine too")
+    old_model = (run / "model.safetensors").read_bytes()
+    assert main(["train", "vae", "--data", "digits", "--out", str(run), "--force", "--seed", "1", *FAST]) == 0
+    assert (run / "notes.txt").read_text() == "mine" and (run / "epochs" / "my_drawing.png").read_bytes() == b"mine too"
+    assert (run / "model.safetensors").read_bytes() != old_model  # the run itself was replaced
+
+
+def test_a_mistake_found_at_the_start_of_training_leaves_the_folder_as_it_was(cli_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    before = snapshot(run)
+    short = tmp_path / "short.csv"
+    short.write_text("index,weight\n0,1\n1,2\n")
+    expect_user_error(capsys, ["train", "vae", "--data", "digits", "--out", str(run), "--force",
+                               "--weights", str(short), *FAST], "sampling weights")
+    expect_user_error(capsys, ["train", "dbvae", "--data", "digits", "--out", str(run), "--force",
+                               "--reweight", "oracle", *FAST], "group labels")
+    assert snapshot(run) == before
+    fresh = tmp_path / "fresh"
+    expect_user_error(capsys, ["train", "vae", "--data", "digits", "--out", str(fresh), "--weights", str(short),
+                               *FAST], "sampling weights")
+    assert not fresh.exists()  # no folder holding only config.json to block the corrected command
+
+
+def test_links_planted_in_a_run_folder_are_replaced_never_written_through(cli_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA keep\n")
+    for name in ("report.html", "evaluation.json", "samples.png", "latent.png", "reconstructions.png"):
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(victim)
+    assert main(["sample", str(run), "-n", "4"]) == 0
+    assert main(["latent", str(run)]) == 0
+    assert main(["reconstruct", str(run), "-n", "4"]) == 0
+    assert main(["report", str(run), "--importance-samples", "2"]) == 0
+    assert victim.read_text() == "ssh-ed25519 AAAA keep\n"
+    assert not any((run / n).is_symlink() for n in ("report.html", "evaluation.json", "samples.png", "latent.png"))
+
+
+def test_audit_does_not_write_through_a_planted_link(tmp_path, capsys):
+    out = tmp_path / "db"
+    assert main(["train", "dbvae", "--data", "nuisance:under", "--net", "mlp", "--hidden", "16", "--latent-dim", "2",
+                 "--epochs", "1", "--out", str(out), "--no-progress", "--epoch-pictures", "false"]) == 0
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    for name in ("audit.json", "audit_top.png", "audit_histograms.png"):
+        (out / name).unlink(missing_ok=True)
+        (out / name).symlink_to(victim)
+    assert main(["audit", str(out), "--top", "4"]) == 0
+    assert victim.read_text() == "keep" and json.loads((out / "audit.json").read_text())["reweight"] == "latent"
+
+
+def test_sample_npy_on_a_full_disk_keeps_the_previous_file(cli_run, tmp_path, capsys, monkeypatch):
+    prev = tmp_path / "prev.npy"
+    np.save(prev, np.arange(3))
+
+    def full_disk(file, array, allow_pickle=False):
+        file.write(b"\x93NUMPY half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    expect_user_error(capsys, ["sample", str(cli_run), "-n", "4", "--out", str(prev)], "No space left")
+    monkeypatch.undo()
+    assert np.array_equal(np.load(prev), np.arange(3)) and [p.name for p in tmp_path.iterdir()] == ["prev.npy"]
+
+
+def test_a_second_training_into_a_locked_run_is_refused(cli_run, tmp_path, capsys):
+    from genlab.runs import RunLock
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    before = snapshot(run)
+    lock = RunLock(run).acquire()  # as a training in another process holds it
+    try:
+        expect_user_error(capsys, ["train", "vae", "--out", str(run), "--resume", "--epochs", "3", "--no-progress"],
+                          "another genlab process")
+        expect_user_error(capsys, ["train", "vae", "--data", "digits", "--out", str(run), "--force", *FAST],
+                          "another genlab process")
+    finally:
+        lock.release()
+    assert {k: v for k, v in snapshot(run).items() if k != ".genlab.lock"} == {
+        k: v for k, v in before.items() if k != ".genlab.lock"}
+
+
+def test_resume_refuses_other_data_config_recipe_and_weights(cli_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    resume = ["train", "vae", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": {"hidden": [8]}}))
+    weights = tmp_path / "w.csv"
+    weights.write_text("index,weight\n" + "".join(f"{i},1\n" for i in range(1437)))
+    expect_user_error(capsys, [*resume, "--data", "mnist5k"], "--data names mnist5k")
+    expect_user_error(capsys, [*resume, "--config", str(config)], "--hidden [8]")
+    expect_user_error(capsys, [*resume, "--recipe", "likelihood"], "differs")
+    expect_user_error(capsys, [*resume, "--weights", str(weights)], "sampling weights")
+    assert main([*resume, "--data", "digits"]) == 0  # the same data, named again, is fine
+
+
+def test_resume_without_the_weights_a_run_was_trained_with_is_refused(tmp_path, capsys):
+    weights = tmp_path / "w.csv"
+    weights.write_text("index,weight\n" + "".join(f"{i},{1 + i % 3}\n" for i in range(1437)))
+    run = tmp_path / "run"
+    assert main(["train", "vae", "--data", "digits", "--out", str(run), "--weights", str(weights), *FAST]) == 0
+    assert json.loads((run / "config.json").read_text())["sampling_weights"].startswith("sha256:")
+    resume = ["train", "vae", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]
+    expect_user_error(capsys, resume, "give the same --weights")
+    assert main([*resume, "--weights", str(weights)]) == 0
+
+
+def test_more_user_mistakes_are_one_line(cli_run, tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"data": {"hflip": "false"}, "train": {"seed": True}}))
+    seed_config = tmp_path / "s.json"
+    seed_config.write_text(json.dumps({"train": {"seed": 2**63}}))
+    out = ["--out", str(tmp_path / "new")]
+    cases = [
+        (["train", "vae", "--data", "digits", "--config", str(config), *out, *FAST], "hflip must be true or false"),
+        (["train", "vae", "--data", "digits", "--config", str(seed_config), *out, *FAST], "seed must be"),
+        (["train", "vae", "--data", "digits", "--seed", str(2**63), *out, *FAST], "seed"),
+        (["sample", str(cli_run), "--seed", "-1"], "seed"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--latent-dim", "1000000000"], "latent_dim"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--hidden", "10000000"], "hidden"),
+        (["train", "gan", "--data", "digits", *out, "--noise-dim", "1000000000", "--no-progress"], "noise_dim"),
+        (["sample", str(cli_run), "-n", "1000000000", "--out", str(tmp_path / "s.npy")], "too much"),
+        (["sample", str(cli_run), "-n", "100000", "--out", str(tmp_path / "s.png")], "too much"),
+        (["train", "vae", "--data", "digits", "--nproc", "2", *out, *FAST, "--lr", "-1"], "lr must be positive"),
+        (["train", "vae", "--data", "digits", "--nproc", "2", "--out", str(cli_run), *FAST], "--force"),
+        (["train", "vae", "--data", "digits", "--nproc", "0", *out, *FAST], "--nproc"),
+    ]
+    for argv, fragment in cases:
+        expect_user_error(capsys, argv, fragment)
+    assert not (tmp_path / "new").exists()
+
+
+def test_tampered_run_files_are_one_line(cli_run, tmp_path, capsys):
+    tampered = {
+        "family": 3,
+        "model": {"latent_dim": "x"},
+        "data": 5,
+        "train": ["not", "an", "object"],
+    }
+    for key, value in tampered.items():
+        run = tmp_path / f"run_{key}"
+        shutil.copytree(cli_run, run)
+        config = json.loads((run / "config.json").read_text())
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+        (run / "config.json").write_text(json.dumps(config))
+        for argv in (["sample", str(run)], ["evaluate", str(run), "--importance-samples", "2", "--no-progress"],
+                     ["report", str(run)], ["train", "vae", "--out", str(run), "--resume", "--no-progress"]):
+            assert main(argv) == 2, (key, argv)
+            lines = error_lines(capsys)
+            assert len(lines) == 1 and lines[0].startswith("error: "), (key, argv, lines)
+
+
+def test_a_tampered_checkpoint_state_is_one_line(cli_run, tmp_path, capsys):
+    from genlab.runs import CHECKPOINT, read_tensors, save_tensors
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    tensors, meta = read_tensors(run / CHECKPOINT, "checkpoint")
+    state = json.loads(meta["state"])
+    state["state"]["step"] = "many"
+    save_tensors(run / CHECKPOINT, tensors, {**meta, "state": json.dumps(state)})
+    expect_user_error(capsys, ["train", "vae", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"],
+                      "checkpoint")
+
+
+def test_report_on_a_tiny_image_folder_and_a_one_column_table(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):  # a test split of 2 images: fewer than the report's 4 interpolation pairs
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    table = tmp_path / "one.csv"
+    table.write_text("value\n" + "".join(f"{v}\n" for v in rng.normal(size=40)))
+    for data in (folder, table):
+        out = tmp_path / f"run_{data.stem}"
+        assert main(["train", "vae", "--data", str(data), "--out", str(out), *FAST]) == 0
+        assert main(["report", str(out), "--importance-samples", "2"]) == 0
+        assert main(["latent", str(out), "--method", "tsne"]) == 0
+        assert "<h2>Samples</h2>" in (out / "report.html").read_text()

@@ -1,5 +1,6 @@
 """The one trainer: exact resume after SIGKILL or Ctrl-C, NaN detection, weighted sampling, model selection."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -74,9 +75,13 @@ def test_sigkill_then_resume_ends_with_identical_weights(reference, tmp_path):
     assert proc.returncode == 0, err
     a, b = weights(reference), weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    rows = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
-    steps = [r["step"] for r in rows if r["kind"] == "step"]
-    assert steps == sorted(set(steps))  # rows logged after the checkpoint were not duplicated
+    assert metrics_rows(out) == metrics_rows(reference)  # the log of an uninterrupted run, row for row
+
+
+def metrics_rows(run: Path) -> list[dict]:
+    """metrics.jsonl without its timings (the only thing a resumed run may log differently)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]
 
 
 def test_ctrl_c_saves_then_resume_ends_with_identical_weights(reference, tmp_path):
@@ -90,6 +95,31 @@ def test_ctrl_c_saves_then_resume_ends_with_identical_weights(reference, tmp_pat
     assert proc.returncode == 0, err
     a, b = weights(reference), weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert metrics_rows(out) == metrics_rows(reference)
+
+
+def test_resume_drops_rows_logged_after_its_checkpoint_and_the_temporaries_of_a_killed_write(small, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=256, checkpoint_every=3, seed=1)
+    reference = fit(tiny_vae(small), small, config, tmp_path / "reference", progress=False)
+    run = tmp_path / "run"
+    fit(tiny_vae(small), small, dataclasses.replace(config, epochs=1), run, progress=False)
+    with open(run / "metrics.jsonl", "a") as f:  # as if killed after logging, before the next checkpoint
+        f.write(json.dumps({"kind": "epoch", "epoch": 2, "step": 99, "loss": 1.0}) + "\n")
+    stale = run / ".checkpoint.safetensors.4242.tmp"  # as if killed while writing a checkpoint
+    stale.write_bytes(b"half")
+    resumed = fit(tiny_vae(small), small, config, run, resume=True, progress=False)
+    assert not stale.exists()
+    assert metrics_rows(run) == metrics_rows(tmp_path / "reference")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]  # noqa: E731
+    assert strip(resumed.history) == strip(reference.history)  # the whole history, not only the resumed part
+
+
+def test_a_mistake_at_the_start_writes_nothing(small, tmp_path):
+    with pytest.raises(GenlabError, match="sampling weights"):
+        fit(tiny_vae(small), small, TrainConfig(epochs=1), tmp_path / "run", weights=torch.ones(3), progress=False)
+    with pytest.raises(GenlabError, match="no CUDA"):
+        fit(tiny_vae(small), small, TrainConfig(epochs=1, device="cuda"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.fixture(scope="module")

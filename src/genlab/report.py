@@ -75,8 +75,8 @@ def save_samples_picture(samples: torch.Tensor, kind: str, path: str | Path, ref
 def save_point_raster(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
                       size: int = 256) -> Path:
     """The first two coordinates of points as blue pixels over the reference's grey ones, no axes: a few ms."""
-    p = points.detach().cpu().float().numpy()[:, :2]
-    r = reference.detach().cpu().float().numpy()[:, :2] if reference is not None else p
+    p = np.stack(_xy(points), 1)
+    r = np.stack(_xy(reference), 1) if reference is not None else p
     p = np.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = r.min(0), r.max(0)
     margin = 0.1 * np.maximum(hi - lo, 1e-6)
