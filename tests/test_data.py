@@ -1,7 +1,11 @@
 """Datasets: the DESIGN.md splits, embedded sets, and every file format on files written here in the official layout."""
 
 import gzip
+import io
+import os
 import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -60,10 +64,13 @@ def test_random_translate_moves_each_image_within_range():
     assert (positions - 4).abs().max() <= 2 and len({tuple(p.tolist()) for p in positions}) > 5
 
 
-def write_idx(path, array: np.ndarray, compress=False):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    raw = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(raw) if compress else raw)
+IDX_CODES = {">u1": 0x08, ">i1": 0x09, ">i2": 0x0B, ">i4": 0x0C, ">f4": 0x0D, ">f8": 0x0E}
+
+
+def write_idx(path, array: np.ndarray, compress=False, dtype=">u1"):
+    header = struct.pack(">BBBB", 0, 0, IDX_CODES[dtype], array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + np.asarray(array).astype(dtype).tobytes()
+    path.write_bytes(gzip.compress(raw, mtime=0) if compress else raw)
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -275,3 +282,209 @@ def test_streamed_idx_and_cifar_match_in_memory(tmp_path, compress, monkeypatch)
         assert torch.equal(disk.test.x[:], memory.test.x) and torch.equal(disk.test.y, memory.test.y)
     single = load_dataset(idx / f"train-images-idx3-ubyte{gz}", stream="always")
     assert torch.equal(single.test.x[:], load_dataset(idx / f"train-images-idx3-ubyte{gz}", stream="never").test.x)
+
+
+# ---------------------------------------------------------------------------------------------- review fixes
+
+
+def png_claiming(size: tuple[int, int]) -> bytes:
+    """A valid 8x8 grey PNG whose IHDR (with a correct CRC) claims `size` pixels."""
+    buffer = io.BytesIO()
+    Image.new("1", (8, 8)).save(buffer, format="PNG")
+    raw = bytearray(buffer.getvalue())
+    raw[16:24] = struct.pack(">II", *size)  # IHDR data starts at byte 16: width, height
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    return bytes(raw)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in Ghostscript is a shell script")
+def test_a_postscript_file_named_png_never_reaches_ghostscript(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    bin_dir, marker = tmp_path / "bin", tmp_path / "ghostscript-ran"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\ntouch '{marker}'\nexit 0\n")
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None, raising=False)  # look for gs again, on our PATH
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("L", (8, 8), 128).save(folder / "ok.png")
+    (folder / "x.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\n"
+                                  "showpage\n%%EOF\n")
+    with pytest.raises(GenlabError, match="x.png"):
+        load_dataset(folder)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("claimed", [(20000, 20000), (10000, 10000)])  # past Pillow's error, past its warning
+def test_decompression_bombs_are_refused_naming_the_file(tmp_path, claimed):
+    Image.new("L", (8, 8)).save(tmp_path / "ok.png")
+    (tmp_path / "bomb.png").write_bytes(png_claiming(claimed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning must not escape either
+        with pytest.raises(GenlabError, match="bomb.png.*too large"):
+            load_dataset(tmp_path)
+
+
+def test_16_bit_grey_pngs_are_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64).round().astype(np.uint16).reshape(8, 8)
+    for i in range(3):
+        Image.fromarray(ramp).save(tmp_path / f"{i}.png")
+    data = load_dataset(tmp_path)
+    assert data.meta.shape == (1, 8, 8)
+    assert np.allclose(data.train.x[0, 0].numpy(), ramp / 65535, atol=1e-4)
+    rgb = load_dataset(tmp_path, color="rgb")
+    assert rgb.meta.shape == (3, 8, 8) and np.allclose(rgb.test.x[0].numpy(), ramp / 65535, atol=1e-4)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 30000, np.uint16)).save(flat / f"{i}.png")
+    small = load_dataset(flat, size=4)
+    assert small.meta.shape == (1, 4, 4) and np.allclose(small.train.x.numpy(), 30000 / 65535, atol=1e-4)
+
+
+def test_float_idx_images_are_taken_as_they_are_and_others_refused(tmp_path):
+    values = np.random.RandomState(0).random_sample((6, 4, 4))
+    for dtype in (">f4", ">f8"):
+        write_idx(tmp_path / "train-images-idx3-ubyte", values, dtype=dtype)
+        data = load_dataset(tmp_path / "train-images-idx3-ubyte", standardize=False)
+        x = torch.cat([data.train.x, data.test.x]).numpy()
+        assert np.allclose(np.sort(x.ravel()), np.sort(values.ravel()), atol=1e-6)
+    write_idx(tmp_path / "train-images-idx3-ubyte", values * 255, dtype=">f4")
+    with pytest.raises(GenlabError, match=r"outside \[0, 1\]"):
+        load_dataset(tmp_path / "train-images-idx3-ubyte")
+    write_idx(tmp_path / "train-images-idx3-ubyte", (values * 255).astype(int), dtype=">i2")
+    with pytest.raises(GenlabError, match="int16"):
+        load_dataset(tmp_path / "train-images-idx3-ubyte")
+
+
+def test_gzip_cache_never_returns_another_files_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    paths = []
+    for value in (10, 200):
+        (tmp_path / str(value)).mkdir()
+        path = tmp_path / str(value) / "train-images-idx3-ubyte.gz"
+        header = struct.pack(">BBBBIII", 0, 0, 0x08, 3, 4, 2, 2)
+        path.write_bytes(gzip.compress(header + bytes([value]) * 16, compresslevel=0, mtime=0))  # same size
+        os.utime(path, (1_000_000, 1_000_000))
+        paths.append(path)
+    assert paths[0].stat().st_size == paths[1].stat().st_size
+    for value, path in zip((10, 200), paths):
+        assert torch.allclose(load_dataset(path).train.x, torch.tensor(value / 255))
+
+
+@pytest.mark.parametrize("header, features, classes", [("x,y", 2, ()), ("x,y,z", 3, ()), ("x,z,class", 2, ("0", "1"))])
+def test_only_label_named_columns_are_labels(tmp_path, header, features, classes):
+    width = header.count(",") + 1
+    rows = [",".join(str((i * (j + 1)) % 2) for j in range(width)) for i in range(10)]
+    (tmp_path / "t.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    data = load_dataset(tmp_path / "t.csv")
+    assert data.meta.shape == (features,) and data.meta.classes == classes
+    assert (data.train.y is None) == (not classes)
+
+
+@pytest.mark.parametrize("labels, mapped, classes", [
+    ([0, 2, 1, 2], [0, 2, 1, 2], ("0", "1", "2")),  # small non-negative integers stay
+    ([0.5, 1.5, 0.5, 2.0], [0, 1, 0, 2], ("0.5", "1.5", "2")),  # fractions: not truncated
+    ([-1, 1, 1, -1], [0, 1, 1, 0], ("-1", "1")),  # negatives
+    ([1e6, 3e6, 1e6, 3e6], [0, 1, 0, 1], ("1000000", "3000000")),  # large values: not one class per integer
+    ([4e6, 2.5, 4e6, 2.5], [1, 0, 1, 0], ("2.5", "4000000")),
+])
+def test_labels_from_a_csv_are_mapped_to_classes(tmp_path, labels, mapped, classes):
+    rows = [f"{i},{2 * i},{v!r}" for i, v in enumerate(labels * 3)]
+    (tmp_path / "t.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    data = load_dataset(tmp_path / "t.csv", standardize=False)
+    assert data.meta.classes == classes
+    for split in (data.train, data.test):
+        assert split.y.tolist() == [(mapped * 3)[int(a)] for a in split.x[:, 0].tolist()]
+
+
+def test_ids_and_prices_as_labels_cost_one_class_per_distinct_value():
+    from genlab.data.formats import class_labels
+
+    (train, test), classes = class_labels([np.array([1e12, 2.5, 1e12]), np.array([7, 2.5])], [3, 2], "prices")
+    assert classes == ("2.5", "7", "1000000000000") and train.tolist() == [2, 0, 2] and test.tolist() == [1, 0]
+
+
+def test_bad_label_columns_are_refused(tmp_path):
+    (tmp_path / "nan.csv").write_text("a,label\n" + "".join(f"{i},{'nan' if i % 4 == 0 else 1}\n" for i in range(10)))
+    with pytest.raises(GenlabError, match="3 NaN or infinite labels"):
+        load_dataset(tmp_path / "nan.csv")
+    (tmp_path / "id.csv").write_text("a,target\n" + "".join(f"{i},{1000 + 7 * i}\n" for i in range(1200)))
+    with pytest.raises(GenlabError, match="1200 distinct label values.*ID or a measurement"):
+        load_dataset(tmp_path / "id.csv")
+
+
+def test_npz_and_idx_labels_are_mapped_jointly_over_both_splits(tmp_path):
+    np.savez(tmp_path / "split.npz", x_train=np.ones((4, 3)), x_test=np.zeros((2, 3)),
+             y_train=np.array([5.5, -1, 5.5, -1]), y_test=np.array([7.0, -1]))
+    data = load_dataset(tmp_path / "split.npz", standardize=False)
+    assert data.meta.classes == ("-1", "5.5", "7") and data.train.y.tolist() == [1, 0, 1, 0]
+    assert data.test.y.tolist() == [2, 0]
+    np.savez(tmp_path / "small.npz", x_train=np.ones((4, 3)), x_test=np.zeros((2, 3)), y_train=[0, 1, 0, 1],
+             y_test=[2, 2])
+    assert load_dataset(tmp_path / "small.npz").meta.classes == ("0", "1", "2")  # the test split's class too
+    rng = np.random.RandomState(0)
+    for s, labels in (("train", [-3, 4, 4, -3]), ("t10k", [-3, 4])):
+        write_idx(tmp_path / f"{s}-images-idx3-ubyte", rng.randint(0, 256, (len(labels), 4, 4)))
+        write_idx(tmp_path / f"{s}-labels-idx1-ubyte", np.array(labels), dtype=">i1")
+    (tmp_path / "split.npz").unlink()
+    (tmp_path / "small.npz").unlink()
+    idx = load_dataset(tmp_path)
+    assert idx.meta.classes == ("-3", "4") and idx.train.y.tolist() == [0, 1, 1, 0]
+
+
+def test_npz_groups_become_the_datasets_groups(tmp_path):
+    np.savez(tmp_path / "split.npz", x_train=np.ones((4, 3)), x_test=np.zeros((2, 3)),
+             group_train=np.array([0, 1, 1, 0]), group_test=np.array([2, 0]))
+    data = load_dataset(tmp_path / "split.npz")
+    assert data.train.group.tolist() == [0, 1, 1, 0] and data.test.group.tolist() == [2, 0]
+    x = np.arange(20.0).reshape(10, 2)
+    np.savez(tmp_path / "one.npz", x=x, group=np.arange(10) % 3)
+    one = load_dataset(tmp_path / "one.npz", standardize=False)
+    for split in (one.train, one.test):  # each example keeps its own group through the split
+        assert split.group.tolist() == [int(a) // 2 % 3 for a in split.x[:, 0].tolist()]
+    np.savez(tmp_path / "bad.npz", x=x, group=np.arange(10) - 1)
+    with pytest.raises(GenlabError, match="integers >= 0"):
+        load_dataset(tmp_path / "bad.npz")
+    np.savez(tmp_path / "short.npz", x=x, group=np.arange(9))
+    with pytest.raises(GenlabError, match="one per example"):
+        load_dataset(tmp_path / "short.npz")
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(x_train=np.ones((4, 28, 28)), x_test=np.ones((2, 32, 32))), "same shape"),
+    (dict(x_train=np.ones((4, 3)), x_test=np.ones((2, 4))), "same shape"),
+    (dict(x_train=np.ones((4, 3)), x_test=np.ones((2, 3)), y_train=[0, 1, 0], y_test=[0, 1]), "one per example"),
+    (dict(x_train=np.ones((4, 3)), x_test=np.ones((2, 3)), y_train=[0, 1, 0, 1]), "no y_test"),
+    (dict(x_train=np.ones((4, 3))), "no x_test"),
+    (dict(x_test=np.ones((4, 3))), "has x_test but no x_train"),
+    (dict(x=np.ones(5)), "shape"),
+    (dict(x=np.ones((0, 3))), "shape"),
+    (dict(x=np.ones((5, 0))), "shape"),
+    (dict(x=np.ones((5, 2)), y=np.ones((5, 2))), "one per example"),
+])
+def test_npz_shape_mismatches_are_refused(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(GenlabError, match=message):
+        load_dataset(tmp_path / "bad.npz")
+
+
+def test_idx_shape_mismatches_are_refused(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((4, 4, 4)))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((2, 4, 4)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(3))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(2))
+    with pytest.raises(GenlabError, match="one per example"):
+        load_dataset(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((2, 5, 5)))
+    with pytest.raises(GenlabError, match="same size"):
+        load_dataset(tmp_path)
+    single = tmp_path / "single-ubyte"
+    single.write_bytes(struct.pack(">BBBB", 0, 0, 8, 0) + b"\x07")  # ndim 0: one value
+    with pytest.raises(GenlabError, match="no examples"):
+        load_dataset(single)
+    single.write_bytes(struct.pack(">BBBBIII", 0, 0, 8, 3, 2**32 - 1, 2**32 - 1, 2**32 - 1) + bytes(64))
+    with pytest.raises(GenlabError, match="promises"):
+        load_dataset(single)

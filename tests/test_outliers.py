@@ -1,6 +1,8 @@
 """OutlierDetector: planted outliers, the estimator contract, the corrected scores, and the CLI path."""
 
+import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import torch
 
 from genlab import GenlabError, OutlierDetector
 from genlab.cli import main
-from genlab.outliers import png_bits, read_weights_csv, sampling_weights, write_scores_csv
+from genlab.outliers import UNSCORABLE, png_bits, read_weights_csv, sampling_weights, write_scores_csv
 
 QUICK = dict(epochs=8, latent_dim=4)
 
@@ -57,10 +59,82 @@ def test_the_estimator_contract(digits):
         OutlierDetector(score="magic").fit(x)
     with pytest.raises(GenlabError, match="contamination"):
         OutlierDetector(contamination=0.7).fit(x)
-    with pytest.raises(GenlabError, match="NaN"):
+    with pytest.raises(GenlabError, match="20 of 20 rows with NaN"):
         OutlierDetector().fit(np.full((20, 3), np.nan))
     with pytest.raises(GenlabError, match="needs a VAE"):
         OutlierDetector(model="ae", score="elbo").fit(x)
+
+
+def table_with_a_constant_column(spread: float) -> np.ndarray:
+    """200 rows: three N(0, 1) columns and a fourth that is 5 (plus noise of std `spread`)."""
+    rng = np.random.RandomState(0)
+    return np.c_[rng.randn(200, 3), 5.0 + spread * rng.randn(200)].astype(np.float32)
+
+
+@pytest.mark.parametrize("spread", [0.0, 1e-5])
+@pytest.mark.parametrize("model, score", [("vae", "elbo"), ("vae", "iwae"), ("vae", "typicality"),
+                                          ("vae", "likelihood_ratio"), ("ae", "recon"), ("ae", "latent_density")])
+def test_a_new_value_in_a_constant_column_is_the_most_outlying_row_with_a_finite_score(spread, model, score):
+    x = table_with_a_constant_column(spread)
+    det = OutlierDetector(model=model, score=score, epochs=5, latent_dim=2, importance_samples=10).fit(x)
+    batch = x[:20].copy()
+    batch[7, 3] = 6.0
+    scores = det.score_samples(batch)
+    assert np.isfinite(scores).all() and np.isfinite(det.threshold_) and np.isfinite(det.train_scores_).all()
+    assert np.argmin(scores) == 7 and det.predict(batch)[7] == -1
+
+
+def test_a_detector_fitted_on_identical_rows_scores_that_row_normal_and_any_other_as_outlying():
+    row = [1.0, -2.0, 30.0]
+    det = OutlierDetector(epochs=5, latent_dim=2).fit(np.tile(row, (50, 1)))
+    others = np.array([[1.0, -2.0, 30.001], [1.5, -2.0, 30.0], [0.0, 0.0, 0.0], [1e6, -1e6, 1e6]])
+    scores = det.score_samples(np.r_[[row], others])
+    assert np.isfinite(scores).all() and np.isfinite(det.threshold_)
+    assert (scores[1:] < scores[0]).all()
+    assert det.predict([row]).tolist() == [1] and det.predict(others).tolist() == [-1] * 4
+
+
+def test_inputs_near_the_float32_limit_get_finite_scores_and_are_flagged(digits):
+    x = table_with_a_constant_column(1.0)
+    det = OutlierDetector(epochs=5, latent_dim=2).fit(x)
+    limit = np.finfo(np.float32).max
+    huge = np.array([[3e38, 0, 0, 5], [-limit, limit, 0, 5], [0, 0, 0, -limit]], np.float32)
+    beyond = np.array([[1e300, 0, 0, 5]])  # float64, past float32's range
+    for batch in (np.r_[x[:20], huge], np.r_[x[:20], beyond]):
+        scores = det.score_samples(batch)
+        assert np.isfinite(scores).all() and np.isfinite(det.decision_function(batch)).all()
+        assert (det.predict(batch)[20:] == -1).all() and scores[20:].max() < scores[:20].min()
+    with pytest.raises(GenlabError, match="2 of 5 rows with NaN or infinite"):
+        det.score_samples(np.r_[x[:3], [[np.nan, 0, 0, 5], [0, np.inf, 0, 5]]])
+    images = OutlierDetector(**QUICK).fit(digits.train.x[:100].numpy())
+    with pytest.raises(GenlabError, match=r"in \[0, 1\]"):  # an image is not an outlier at 3e38: it is not an image
+        images.score_samples(np.full((1, 1, 8, 8), 3e38, np.float32))
+
+
+def test_a_score_the_model_overflows_on_is_finite_and_below_every_other(monkeypatch):
+    x = table_with_a_constant_column(1.0)
+    det = OutlierDetector(epochs=2, latent_dim=2).fit(x)
+    # a model whose ELBO overflows far out: -inf, +inf or inf - inf = NaN, by column
+    monkeypatch.setattr(det.model_, "elbo", lambda b, samples=1: torch.exp(10 * b[:, 1]) - torch.exp(10 * b[:, 0]))
+    det = det.with_score("elbo", x)
+    batch = np.r_[x[:20], [[50, 0, 0, 5], [0, 50, 0, 5], [50, 50, 0, 5]]]
+    scores = det.score_samples(batch)
+    assert np.isfinite(scores).all() and np.isfinite(det.threshold_) and np.isfinite(det.train_scores_).all()
+    assert scores[20:].tolist() == [UNSCORABLE] * 3 and UNSCORABLE < scores[:20].min()
+    assert np.isfinite(det.decision_function(batch)).all() and (det.predict(batch)[20:] == -1).all()
+
+
+def test_the_scores_csv_holds_only_finite_numbers_with_unscorable_inputs_rarest(tmp_path):
+    scores = np.array([-1.0, np.nan, 3.0, -np.inf, np.inf])
+    path = write_scores_csv(tmp_path / "s.csv", scores, np.isnan(scores))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(math.isfinite(float(v)) for r in rows for v in r.values())
+    assert [float(r["score"]) for r in rows] == [-1.0, UNSCORABLE, 3.0, UNSCORABLE, UNSCORABLE]
+    assert read_weights_csv(path).numpy()[[1, 3, 4]].min() > read_weights_csv(path).numpy()[[0, 2]].max()
+    (tmp_path / "inf.csv").write_text("index,weight\n0,1.5\n1,inf\n")
+    with pytest.raises(GenlabError, match="NaN or infinite"):
+        read_weights_csv(tmp_path / "inf.csv")
 
 
 def test_scores_are_reproducible(digits):

@@ -23,6 +23,14 @@ Scores (per example, higher = more normal):
                     typicality's one-sided form, which keeps the ELBO's ranking of everything a training example
                     could score and turns an implausibly high likelihood (a blank image) against the input
   auto              the default the benchmarks pick (benchmarks/outliers.py): see AUTO_SCORE, per data kind.
+
+Every score and threshold is finite, for any finite input:
+  - tables are standardised in float64 with a floor on each column's scale (ROUNDOFF of its size), so a constant
+    column divides 0 by a small number, not by 0, and a new value there lands far out;
+  - standardised values are clipped to +-MAX_SIGMAS: a value that far out is an outlier whatever its size, and the
+    clip keeps 3e38 from overflowing the model's float32 arithmetic (ties between such values are the price);
+  - a score the model still cannot evaluate (an overflow: -inf, +inf or NaN) becomes UNSCORABLE, below every
+    finite score, so that input ranks as the most outlying.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import numpy as np
 import torch
 
 from genlab.errors import GenlabError
+from genlab.files import write_text
 
 SCORES = ("auto", "recon", "elbo", "iwae", "latent_density", "likelihood_ratio", "complexity", "typicality",
           "capped_elbo")
@@ -43,6 +52,11 @@ MODELS = ("vae", "ae")
 AUTO_STEPS = 2000
 NEEDS_VAE = ("elbo", "iwae", "likelihood_ratio", "complexity", "typicality", "capped_elbo")
 CAP_QUANTILE, CAP_SLOPE = 0.99, 10.0
+ROUNDOFF = 1e-6  # a column's spread below this share of its size is float32 round-off, not variation
+MAX_SIGMAS = 100.0  # far beyond N(0, 1) (p < 1e-2000) yet small enough for float32 networks
+# the score of an input the model cannot evaluate: below every finite score, as those are float32 sums (under 1e39
+# in size) or mixture log densities of float32 codes (under 1e100)
+UNSCORABLE = -1e300
 # the detector's own trainings: the whole set, on the CPU, no monitoring or pictures
 QUIET_TRAINING = {"val_fraction": 0.0, "device": "cpu", "monitor_every": 0, "epoch_pictures": False}
 
@@ -104,15 +118,9 @@ class OutlierDetector:
         x = self._as_inputs(X, fitting=True)
         kind = "image" if x.dim() == 4 else "tabular"
         score = self._check_params(kind)
-        if kind == "tabular":
-            self.mean_ = x.mean(0)
-            self.scale_ = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1])
-            x = (x - self.mean_) / self.scale_
-        else:
-            if x.min() < 0 or x.max() > 1:
-                raise GenlabError("image inputs must be in [0, 1]; divide 8-bit pixels by 255.")
-            self.mean_ = self.scale_ = None
         self.kind_ = kind
+        self.mean_, self.scale_ = _standardisation(x) if kind == "tabular" else (None, None)
+        x = self._model_units(x)
         meta = DatasetMeta(name="detector", kind=kind, shape=tuple(x.shape[1:]))
         config_cls, model_cls = (VAEConfig, VAE) if self.model == "vae" else (AEConfig, AE)
         options = {"net": self.net, "latent_dim": self.latent_dim or 16}
@@ -146,7 +154,7 @@ class OutlierDetector:
         chosen = det._check_params(det.kind_)
         det.model_ = run.model.eval()
         det.mean_ = det.scale_ = None
-        x = torch.as_tensor(data.train.x[:])
+        x = det._model_units(torch.as_tensor(data.train.x[:]))
         if chosen == "likelihood_ratio":  # the run's model, trained again with its config on noised inputs
             train = TrainConfig.from_dict({**run.config["train"], **QUIET_TRAINING})
             det.background_ = det._train(lambda: build_model(run.family, run.config["model"]), det._noised(x),
@@ -186,7 +194,7 @@ class OutlierDetector:
             mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=self.seed)
             self.mixture_ = mixture.fit(codes)
         if score in ("typicality", "capped_elbo"):
-            self.train_elbo_ = self._elbo(self.model_, x)
+            self.train_elbo_ = _finite(self._elbo(self.model_, x))
             self.elbo_cap_ = float(np.quantile(self.train_elbo_, CAP_QUANTILE))
         self.train_scores_ = self._scores(x)
         self.threshold_ = float(np.quantile(self.train_scores_, self.contamination))
@@ -228,7 +236,7 @@ class OutlierDetector:
         x = self._prepare(X)
         if not hasattr(self, "train_elbo_"):
             raise GenlabError("typicality_test needs a detector with score='typicality'.")
-        nll = -self._elbo(self.model_, x)
+        nll = -_finite(self._elbo(self.model_, x))
         train_nll = -self.train_elbo_
         h = train_nll.mean()
         rng = np.random.RandomState(self.seed)
@@ -241,6 +249,9 @@ class OutlierDetector:
         return stats > limit
 
     def _scores(self, x: torch.Tensor) -> np.ndarray:
+        return _finite(self._raw_scores(x))
+
+    def _raw_scores(self, x: torch.Tensor) -> np.ndarray:
         s, m = self.score_, self.model_
         if s == "recon":
             return _batched(x, lambda b: m.likelihood.log_prob(m.decode(_mean_code(m, b)), b))
@@ -275,14 +286,24 @@ class OutlierDetector:
         if int(np.prod(x.shape[1:])) != self.n_features_in_:
             raise GenlabError(f"X has {int(np.prod(x.shape[1:]))} features per example; this detector was fitted "
                               f"on {self.n_features_in_} (shape {self.input_shape_}).")
-        x = x.reshape(len(x), *self.input_shape_)
+        return self._model_units(x.reshape(len(x), *self.input_shape_))
+
+    def _model_units(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs as the model takes them, float32: images checked to be in [0, 1]; tables standardised (when the
+        detector standardises them itself) and clipped to +-MAX_SIGMAS."""
+        if self.kind_ == "image":
+            if x.min() < 0 or x.max() > 1:
+                raise GenlabError("image inputs must be in [0, 1]; divide 8-bit pixels by 255.")
+            return x.float()
         if self.mean_ is not None:
-            x = (x - self.mean_) / self.scale_
-        return x
+            x = (x.double() - self.mean_) / self.scale_
+        return x.clamp(-MAX_SIGMAS, MAX_SIGMAS).float()
 
     def _as_inputs(self, X, fitting: bool = False) -> torch.Tensor:
+        """X as a tensor: float64 for tables (standardised before the cast to float32), float32 for images."""
         try:
-            x = torch.as_tensor(np.asarray(X, dtype=np.float32))
+            array = np.asarray(X)
+            x = torch.as_tensor(array.astype(np.float64 if array.ndim == 2 else np.float32))
         except (TypeError, ValueError) as e:
             raise GenlabError(f"X must be a numeric array: {e}.") from None
         if x.dim() == 3 and fitting:  # (N, H, W) grey images
@@ -291,8 +312,9 @@ class OutlierDetector:
             raise GenlabError(f"X must be (N, D) features or (N, C, H, W) images, not shape {tuple(x.shape)}.")
         if fitting and x.dim() == 4 and x.shape[1] not in (1, 3):
             raise GenlabError(f"images must have 1 or 3 channels, not {x.shape[1]}.")
-        if not torch.isfinite(x).all():
-            raise GenlabError("X contains NaN or infinite values.")
+        bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
+        if bad:
+            raise GenlabError(f"X has {bad} of {len(x)} rows with NaN or infinite values; drop or fill them first.")
         if fitting and len(x) < 10:
             raise GenlabError(f"fit needs at least 10 examples, not {len(x)}.")
         return x
@@ -311,6 +333,21 @@ class OutlierDetector:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (N, D) float64 -> per-column mean and scale, (D,) each. The scale is at least ROUNDOFF of the column's
+    size (and never 0): a constant column stays at 0 and any new value in it lands far out (clipped)."""
+    mean = x.mean(0)
+    floor = (ROUNDOFF * mean.abs()).clamp_min(torch.finfo(torch.float32).tiny)
+    return mean, torch.maximum(x.std(0), floor)
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """Scores with each non-finite one (an overflow in the model: -inf, +inf or NaN) set to UNSCORABLE, below every
+    finite score: an input the model cannot evaluate ranks as the most outlying."""
+    scores = np.asarray(scores, np.float64)
+    return np.where(np.isfinite(scores), scores, UNSCORABLE)
 
 
 @torch.no_grad()
@@ -354,16 +391,14 @@ def sampling_weights(scores: np.ndarray, strength: float = 4.0) -> np.ndarray:
 
 
 def write_scores_csv(path: str | Path, scores: np.ndarray, flags: np.ndarray) -> Path:
-    """index,score,flag,weight per input (flag 1 = outlier), written atomically."""
-    from genlab.runs import write_atomic
-
+    """index,score,flag,weight per input (flag 1 = outlier), written atomically; a non-finite score is written as
+    UNSCORABLE, so every value is a finite number."""
+    scores = _finite(scores)
     weights = sampling_weights(scores)
     lines = ["index,score,flag,weight"] + [
         f"{i},{s:.6g},{int(f)},{w:.6g}" for i, (s, f, w) in enumerate(zip(scores, flags, weights))
     ]
-    path = Path(path)
-    write_atomic(path, lambda p: p.write_text("\n".join(lines) + "\n"))
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def read_weights_csv(path: str | Path) -> torch.Tensor:
@@ -386,6 +421,8 @@ def read_weights_csv(path: str | Path) -> torch.Tensor:
         values = np.array([float(r[column]) for r in rows])
     except (TypeError, ValueError) as e:
         raise GenlabError(f"'{path}' has a value that is not a number ({e}).") from None
+    if not np.isfinite(values).all():
+        raise GenlabError(f"'{path}' has a {column} that is NaN or infinite; every {column} must be a finite number.")
     if sorted(index.tolist()) != list(range(len(index))):
         raise GenlabError(f"'{path}': the index column must number the examples 0..{len(index) - 1} once each.")
     values = values[np.argsort(index)]

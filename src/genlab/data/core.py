@@ -153,7 +153,7 @@ def load_dataset(name_or_path: str | os.PathLike, **options) -> Dataset:
     names = list_datasets()
     if name not in names and Path(name).exists():
         name = str(Path(name).resolve())
-    spec = DataSpec(name, **options)
+    spec = build_config(DataSpec, {"name": name, **options}, "data")
     if spec.name in names:
         raw = _REGISTRY[spec.name].build(spec)
     else:
