@@ -488,3 +488,10 @@ def test_idx_shape_mismatches_are_refused(tmp_path):
     single.write_bytes(struct.pack(">BBBBIII", 0, 0, 8, 3, 2**32 - 1, 2**32 - 1, 2**32 - 1) + bytes(64))
     with pytest.raises(GenlabError, match="promises"):
         load_dataset(single)
+
+
+def test_huge_table_values_are_standardised_without_overflow(tmp_path):
+    path = tmp_path / "huge.csv"
+    path.write_text("".join(f"{v * 1e30},{v}\n" for v in range(-10, 10)))
+    data = load_dataset(path)
+    assert np.isfinite(data.train.x.numpy()).all() and abs(float(data.train.x.std(0)[0]) - 1) < 0.1

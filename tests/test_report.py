@@ -61,3 +61,19 @@ def test_html_report_opens_in_headless_chromium(vae_run, digits, tmp_path):
     assert errors == []
     shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"), float)
     assert shot.shape[0] > 900 and shot.std() > 20  # text and pictures, not a blank page
+
+
+def test_score_histogram_draws_unscorable_inputs_beside_the_rest(tmp_path, monkeypatch):
+    import matplotlib.axes
+    import numpy as np
+
+    from genlab.outliers import UNSCORABLE
+    from genlab.report import save_score_histogram
+
+    drawn = []
+    real_hist = matplotlib.axes.Axes.hist
+    monkeypatch.setattr(matplotlib.axes.Axes, "hist",
+                        lambda self, x, bins=None, **kw: drawn.append(bins) or real_hist(self, x, bins=bins, **kw))
+    scores = np.concatenate([np.linspace(-50, -10, 98), [UNSCORABLE, UNSCORABLE]])
+    assert save_score_histogram(scores, -40.0, None, tmp_path / "h.png").is_file()
+    assert drawn[0][0] > -60  # the 98 scorable inputs spread over the bins, not squeezed into one beside -1e300

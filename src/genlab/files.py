@@ -98,6 +98,17 @@ def save_array(array, path: str | os.PathLike) -> Path:
     return write_atomic(path, write)
 
 
+def save_arrays(path: str | os.PathLike, compressed: bool = False, **arrays) -> Path:
+    """Named numpy arrays as .npz (never pickled)."""
+    import numpy as np
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+
+    return write_atomic(path, write)
+
+
 def remove_stale_temporaries(folder: str | os.PathLike, names) -> list[Path]:
     """Delete the temporary files a killed write of one of `names` left in `folder` (only genlab's own)."""
     removed = []

@@ -185,7 +185,15 @@ def save_score_histogram(scores, threshold: float, outlier=None, path: str | Pat
     """Outlier scores as histograms (inliers and outliers apart when known) with the threshold marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    from genlab.outliers import UNSCORABLE
+
     scores = np.asarray(scores, np.float64)
+    scorable = scores > UNSCORABLE
+    if not scorable.all():  # inputs the model could not score are drawn just left of the rest, not at -1e300
+        low, high = (scores[scorable].min(), scores[scorable].max()) if scorable.any() else (0.0, 1.0)
+        scores = np.where(scorable, scores, low - 0.05 * max(high - low, 1.0))
+        ax.set_title(f"{int((~scorable).sum())} input(s) the model could not score are drawn at the far left",
+                     fontsize=9)
     bins = np.histogram_bin_edges(scores, bins=50)
     if outlier is None:
         ax.hist(scores, bins=bins, color="tab:blue", alpha=0.8, label="inputs")

@@ -225,9 +225,9 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
     if standardize:
         if kind == "image":
             raise GenlabError("standardize applies to tabular data and points, not to images.")
-        mean, std = xtr.mean(0), xtr.std(0)
-        std = np.where(std > 0, std, 1.0).astype(np.float32)
-        xtr, xte = (xtr - mean) / std, (xte - mean) / std
+        mean, std = xtr.mean(0, dtype=np.float64), xtr.std(0, dtype=np.float64)  # float32 overflows on 1e30
+        std = np.where(std > 0, std, 1.0)
+        xtr, xte = ((xtr - mean) / std).astype(np.float32), ((xte - mean) / std).astype(np.float32)
         loc, spread = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     if kind != "image" and any((spec.translate, spec.rotate, spec.scale, spec.hflip)):
         raise GenlabError(f"translate, rotate, scale and hflip apply to images, but '{spec.name}' is {kind} data.")

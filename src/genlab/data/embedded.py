@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from genlab.data.core import DataSpec, RawData, register, split_by_permutation
+from genlab.files import save_arrays
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
@@ -39,9 +40,7 @@ def mnist5k(spec: DataSpec) -> RawData:
         pixels, labels = pixels.astype(np.uint8), labels.astype(np.int64)
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, pixels=pixels, labels=labels)
-            os.replace(tmp, cached)
+            save_arrays(cached, pixels=pixels, labels=labels)
         except OSError:
             pass  # a read-only home only costs the parse next time
     x = (pixels.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
@@ -131,9 +130,7 @@ def shapes(spec: DataSpec) -> RawData:
                       for f in factors])[:, None]
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez_compressed(tmp, x=x)
-            os.replace(tmp, cached)
+            save_arrays(cached, compressed=True, x=x)
         except OSError:
             pass
     perm = np.random.RandomState(0).permutation(len(x))
