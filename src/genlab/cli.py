@@ -11,6 +11,7 @@ from pathlib import Path
 
 from genlab import files
 from genlab.errors import GenlabError, TrainingInterrupted
+from genlab.models.base import CONDITIONAL, ENCODES, POSTERIOR, REWEIGHTS, can
 
 # flags that set model, data and training config fields: flag dest -> (section, field)
 MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
@@ -307,7 +308,7 @@ def cmd_train(args) -> None:
     val = end.get("best_val_loss_nats")
     extra = f", validation loss {val:.2f} nats" if val is not None else ""
     print(f"trained {args.family} on {plan.data.meta.name}: kept epoch {kept} of {end.get('epochs')}{extra}")
-    pictures = "samples.png" + (", reconstructions.png" if hasattr(run.model, "reconstruct") else "")
+    pictures = "samples.png" + (", reconstructions.png" if can(run.model, ENCODES) else "")
     print(f"run written to {plan.out}/ (config.json, model.safetensors, {pictures}, epochs/)")
 
 
@@ -325,7 +326,7 @@ class _TrainingPlan:
     force: bool
 
     def fit(self, progress: bool):
-        if self.family == "dbvae":
+        if can(self.model, REWEIGHTS):
             from genlab.debias import fit_debiased
 
             return fit_debiased(self.model, self.data, self.config, self.out, resume=self.resume, force=self.force,
@@ -340,10 +341,10 @@ class _TrainingPlan:
         from genlab import debias, runs
         from genlab.train import check_start
 
-        if self.family == "dbvae" and self.model.config.reweight == "jtt":  # its weights come from a first model
+        if can(self.model, REWEIGHTS) and self.model.config.reweight == "jtt":  # weights from a first model
             runs.check_run_dir(self.out, resume=self.resume, force=self.force)
             return
-        weights = debias.weights_function(self.model) if self.family == "dbvae" else self.weights
+        weights = debias.weights_function(self.model) if can(self.model, REWEIGHTS) else self.weights
         check_start(self.model, self.data, self.config, self.out, resume=self.resume, force=self.force,
                     weights=weights)
 
@@ -367,10 +368,10 @@ def _training_plan(args) -> _TrainingPlan:
     data_given, train_given = given(DATA_FLAGS), given(TRAIN_FLAGS)
     model_cls, config_cls = FAMILIES[args.family]
     _reject_foreign(model_given, config_cls, args.family)
-    if args.family == "gan" and args.lr is not None:
-        raise GenlabError("a GAN has two learning rates: give --lr-g and --lr-d instead of --lr.")
-    if args.weights and args.family == "dbvae":
-        raise GenlabError("a DB-VAE makes its own sampling weights (--reweight); --weights does not apply.")
+    own_rates = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(config_cls) if f.name.startswith("lr_")]
+    if own_rates and args.lr is not None:
+        raise GenlabError(f"a {args.family} has its own learning rates: give {' and '.join(own_rates)} instead of "
+                          "--lr.")
 
     if args.resume:
         if not args.out:
@@ -410,6 +411,8 @@ def _training_plan(args) -> _TrainingPlan:
     config = TrainConfig.from_dict(train_config)
     torch.manual_seed(config.seed)  # the initial weights follow the seed too
     model = model_cls(build_config(config_cls, model_config, args.family))
+    if args.weights and can(model, REWEIGHTS):
+        raise GenlabError(f"a {args.family} makes its own sampling weights (--reweight); --weights does not apply.")
     out = Path(args.out or f"runs/{args.family}_{Path(data.meta.name).stem}")
     weights = None
     if args.weights:
@@ -476,8 +479,9 @@ def cmd_sample(args) -> None:
                           f"{MAX_SAMPLE_VALUES:,} values in an array; draw fewer (several calls with other --seed).")
     generator = torch.Generator().manual_seed(args.seed)
     if args.label is not None:
-        if run.family != "gan":
-            raise GenlabError(f"--class needs a conditional GAN; '{args.run}' is a {run.family}.")
+        if not can(run.model, CONDITIONAL):
+            raise GenlabError(f"--class needs a class-conditional model; '{args.run}' is a {run.family} without "
+                              "classes.")
         samples = run.model.sample(args.n, generator=generator, labels=args.label).cpu()
     else:
         samples = run.model.sample(args.n, generator=generator).cpu()
@@ -516,15 +520,15 @@ def cmd_evaluate(args) -> None:
     data = run.load_data()
     split = data.split(args.split)
     result = {}
-    if hasattr(run.model, "encode"):  # likelihood metrics for models with an encoder; a GAN has none
+    if can(run.model, ENCODES):  # likelihood metrics for models with an encoder; a GAN has none
         result = evaluate(run.model, split.x, kind=data.meta.kind, importance_samples=args.importance_samples,
                           batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
-    if args.quality or run.family == "gan":
+    if args.quality or not can(run.model, ENCODES):  # a model that only generates is judged by its samples
         from genlab.metrics.quality import quality
 
         result.update(quality(run.model, data, seed=args.seed, progress=not args.no_progress))
     if args.disentanglement:
-        if not hasattr(run.model, "encode"):
+        if not can(run.model, ENCODES):
             raise GenlabError(f"--disentanglement scores an encoder's codes; the {run.family} has no encoder.")
         from genlab.metrics.disentanglement import disentanglement
 
@@ -552,7 +556,7 @@ def _encoder_run(args):
     from genlab.runs import load_run
 
     run = load_run(args.run)
-    if not hasattr(run.model, "encode"):
+    if not can(run.model, ENCODES):
         raise GenlabError(f"'{args.command}' needs an encoder; the {run.family} in '{args.run}' has none "
                           "(sample and evaluate work on every run).")
     return run
@@ -585,7 +589,7 @@ def cmd_traverse(args) -> None:
     model = run.model
     if args.index is not None:
         base = latent.encode(model, _test_input(data, args.index))[0]
-    elif model.family == "vae":
+    elif can(model, POSTERIOR):
         base = torch.zeros(model.config.latent_dim)  # the prior mean
     else:
         base = latent.encode(model, data.test.x).mean(0)
@@ -709,7 +713,7 @@ def cmd_audit(args) -> None:
     if args.top < 1:
         raise GenlabError(f"--top must be a positive number of examples, not {args.top}.")
     run = load_run(args.run)
-    if run.family != "dbvae":
+    if not can(run.model, REWEIGHTS):
         raise GenlabError(f"audit reads a DB-VAE run (genlab train dbvae); '{args.run}' is a {run.family}.")
     data = run.load_data()
     codes = debias.encode_means(run.model, data.train.x)  # the training codes, encoded once for both

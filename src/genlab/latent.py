@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from genlab.errors import GenlabError
+from genlab.models.base import POSTERIOR, can
 
 
 @torch.no_grad()
@@ -14,7 +15,7 @@ def encode(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     codes = []
     for i in range(0, len(x), batch_size):
         out = model.encode(x[i : i + batch_size].to(model.device))
-        codes.append((out.loc if hasattr(out, "loc") else out).cpu())
+        codes.append((out.loc if can(model, POSTERIOR) else out).cpu())
     return torch.cat(codes)
 
 
@@ -24,8 +25,8 @@ def kl_per_dimension(model, x: torch.Tensor, batch_size: int = 500) -> torch.Ten
 
     Dimensions with near-zero KL carry no information about x (collapsed); the largest are the ones to look at.
     """
-    if not hasattr(model, "kl_divergence"):
-        raise GenlabError(f"per-dimension KL needs a VAE; this is a {model.family}.")
+    if not can(model, POSTERIOR):
+        raise GenlabError(f"per-dimension KL needs an encoder with a posterior (a VAE); this is a {model.family}.")
     model.eval()
     total = None
     for i in range(0, len(x), batch_size):
@@ -37,7 +38,7 @@ def kl_per_dimension(model, x: torch.Tensor, batch_size: int = 500) -> torch.Ten
 
 def top_dimensions(model, x: torch.Tensor, k: int) -> list[int]:
     """The k dimensions with the most KL (VAE) or the most variance of the codes (AE)."""
-    score = kl_per_dimension(model, x) if hasattr(model, "kl_divergence") else encode(model, x).var(0)
+    score = kl_per_dimension(model, x) if can(model, POSTERIOR) else encode(model, x).var(0)
     return torch.argsort(score, descending=True)[:k].tolist()
 
 

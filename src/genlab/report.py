@@ -11,6 +11,7 @@ from PIL import Image
 
 from genlab import files
 from genlab.errors import GenlabError
+from genlab.models.base import ENCODES, POSTERIOR, REWEIGHTS, can
 
 MIN_CELL = 32  # small images (8x8 digits) are enlarged to at least this many pixels per cell
 
@@ -114,7 +115,7 @@ def save_run_pictures(model, data, path: Path, n: int = 64) -> None:
     samples = model.sample(n if kind == "image" else 1000, generator=generator).cpu()
     reference = data.test.x[:1000] if kind != "image" else None
     save_samples_picture(samples, kind, Path(path) / "samples.png", reference)
-    if not hasattr(model, "reconstruct"):  # a GAN has no encoder
+    if not can(model, ENCODES):
         return
     inputs = data.test.x[: 32 if kind == "image" else 1000]
     recon = model.reconstruct(inputs.to(model.device)).cpu()
@@ -309,7 +310,7 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if hasattr(model, "encode"):
+        if can(model, ENCODES):
             metrics = evaluate(model, test.x, kind=kind, importance_samples=importance_samples, progress=progress)
             note = (f'<p class="note">nll_nats is the IWAE bound with K = {importance_samples}; genlab evaluate '
                     "--importance-samples 1000 gives the number to compare across papers.</p>")
@@ -334,7 +335,7 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
         if monitor:
             sections.append(("Sample quality during training", _img(monitor)
                              + '<p class="note">A sudden drop of modes or classes is mode collapse.</p>'))
-        if not hasattr(model, "encode"):  # a GAN: no reconstructions, traversals or codes
+        if not can(model, ENCODES):  # a GAN: no reconstructions, traversals or codes
             sections.append(_configuration(run))
             return _write_page(run, data, path, sections)
         inputs = test.x[:16] if kind == "image" else test.x[:1000]
@@ -345,8 +346,8 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
         codes = latent.encode(model, test.x)
         if kind == "image":
             dims = latent.top_dimensions(model, test.x, min(8, codes.shape[1]))
-            kl = latent.kl_per_dimension(model, test.x) if hasattr(model, "kl_divergence") else None
-            base = torch.zeros(codes.shape[1]) if model.family == "vae" else codes.mean(0)
+            kl = latent.kl_per_dimension(model, test.x) if can(model, POSTERIOR) else None
+            base = torch.zeros(codes.shape[1]) if can(model, POSTERIOR) else codes.mean(0)  # the prior's mean
             rows = []
             for d in dims:
                 grid = save_image_grid(latent.traverse(model, base, [d]), tmp / f"traverse{d}.png", ncol=9)
@@ -361,7 +362,7 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
                 named = ", ".join(f"{a}-{b}" for a, b in pairs)
                 sections.append(("Interpolations", _img(save_image_grid(interps, tmp / "interp.png", ncol=10))
                                  + f'<p class="note">Linear paths between the codes of test images {named}.</p>'))
-        if run.family == "dbvae":
+        if can(model, REWEIGHTS):
             sections.append(_audit_section(run, data, tmp))
         coords = latent.map_2d(codes)
         title = "test codes (PCA)" if codes.shape[1] > 2 else "test codes"

@@ -32,6 +32,7 @@ from genlab.data.core import Dataset, Split, augment
 from genlab.debias import effective_sample_size
 from genlab.distributed import World
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
+from genlab.models.base import VALIDATES, can
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -208,7 +209,7 @@ def check_start(model, data: Dataset, config: TrainConfig, out=None, *, resume: 
     first epoch's weights (already checked)."""
     if config.precision == "fp16" and resolve_device(config.device).type != "cuda":
         raise GenlabError("fp16 needs a CUDA GPU; on CPU use --precision bf16 or fp32.")
-    if config.val_fraction > 0 and not hasattr(model, "validation_loss"):
+    if config.val_fraction > 0 and not can(model, VALIDATES):
         raise GenlabError(f"a {model.family} has no validation loss to select epochs by; "
                           "train it with val_fraction 0 (--val-fraction 0).")
     train, _ = split_validation(data.train, config.val_fraction)

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genlab.errors import GenlabError
+from genlab.models.base import DENSITY, can
 
 
 def bits_per_dim(nll_nats: float, dim: int, dequantized_bits: int | None = None) -> float:
@@ -60,7 +61,7 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
     torch.manual_seed(seed)
     sums = {"recon_loss": 0.0, "kl_nats": 0.0, "elbo_nats": 0.0, "nll_nats": 0.0}
     means = []
-    is_vae = hasattr(model, "log_likelihood")
+    is_vae = can(model, DENSITY)
     try:
         bar = tqdm(total=len(x), disable=not progress, file=sys.stderr, desc="evaluate", unit="ex")
         with bar:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genlab.models.base import LatentConfig, LatentModel, Objective
+from genlab.models.base import RECONSTRUCTS, LatentConfig, LatentModel, Objective
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class AEConfig(LatentConfig):
 
 class AE(LatentModel):
     family = "ae"
+    capabilities = LatentModel.capabilities | {RECONSTRUCTS}
 
     def __init__(self, config: AEConfig):
         super().__init__(config, encoder_outputs=config.latent_dim)

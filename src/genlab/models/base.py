@@ -13,6 +13,23 @@ from genlab import nets
 from genlab.errors import GenlabError
 from genlab.likelihoods import LIKELIHOODS, build_likelihood
 
+# What a model can do. Each family declares its set in `capabilities`; tools ask `can(model, ...)`, never the
+# family's name or hasattr, so a new family works in every tool that needs only what it declares.
+GENERATES = "generates"  # sample(n, generator=None) -> (n, *input_shape) in data units
+ENCODES = "encodes"  # encode(x), decode(z), decode_mean(z), reconstruct(x); config.latent_dim
+POSTERIOR = "posterior"  # encode(x) is q(z | x), a Normal whose prior is centred at 0 (per-dimension KL, traversals)
+DENSITY = "density"  # log_likelihood(x, importance_samples) -> (B,) nats; elbo_terms(x) -> (recon, kl, posterior)
+RECONSTRUCTS = "reconstructs"  # reconstruction_loss(x) -> (B,) nats
+VALIDATES = "validates"  # validation_loss(x, importance_samples) -> (B,) nats: model selection on held-out data
+CLASSIFIES = "classifies"  # predict(x) -> (B,) labels
+REWEIGHTS = "reweights"  # makes its own per-example sampling weights (debiasing): genlab audit reads them
+CONDITIONAL = "conditional"  # sample(n, generator, labels=k) generates class k
+
+
+def can(model, capability: str) -> bool:
+    """Whether `model` declared `capability` (one of the names above)."""
+    return capability in getattr(model, "capabilities", frozenset())
+
 
 @dataclass
 class Objective:
@@ -98,6 +115,7 @@ class LatentModel(nn.Module):
     """Encoder, decoder and decoder likelihood, built from a LatentConfig; families add the rest."""
 
     family = ""
+    capabilities = frozenset({GENERATES, ENCODES, VALIDATES})
 
     def __init__(self, config: LatentConfig, encoder_outputs: int):
         super().__init__()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab.errors import GenlabError
+from genlab.models import base
 from genlab.models.base import _check
 from genlab.models.vae import VAE, VAEConfig
 
@@ -62,6 +63,7 @@ class DBVAEConfig(VAEConfig):
 
 class DBVAE(VAE):
     family = "dbvae"
+    capabilities = VAE.capabilities | {base.CLASSIFIES, base.REWEIGHTS}
 
     @staticmethod
     def extra_encoder_outputs(config) -> int:

@@ -28,7 +28,17 @@ from torch import nn
 
 from genlab import nets
 from genlab.errors import GenlabError
-from genlab.models.base import MAX_CODE, MAX_CONV_WIDTH, MAX_WIDTH, Objective, _check, check_shape, normalise_shapes
+from genlab.models.base import (
+    CONDITIONAL,
+    GENERATES,
+    MAX_CODE,
+    MAX_CONV_WIDTH,
+    MAX_WIDTH,
+    Objective,
+    _check,
+    check_shape,
+    normalise_shapes,
+)
 
 LOSSES = ("ns", "hinge", "wgan_gp")
 OUTPUTS = ("sigmoid", "linear")
@@ -180,6 +190,10 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
 
 class GAN(nn.Module):
     family = "gan"
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({GENERATES, CONDITIONAL} if self.config.conditional else {GENERATES})
     # a GAN has no likelihood to validate on: train on the whole training split, DCGAN's batch size
     train_defaults = {"val_fraction": 0.0, "batch_size": 64, "epochs": 100}
 

@@ -16,7 +16,7 @@ import torch
 from torch.distributions import Normal
 
 from genlab.errors import GenlabError
-from genlab.models.base import LatentConfig, LatentModel, Objective
+from genlab.models.base import DENSITY, POSTERIOR, LatentConfig, LatentModel, Objective
 
 OBJECTIVES = ("elbo", "iwae")
 PRIORS = ("normal", "vamp")
@@ -52,6 +52,7 @@ class VAEConfig(LatentConfig):
 
 class VAE(LatentModel):
     family = "vae"
+    capabilities = LatentModel.capabilities | {POSTERIOR, DENSITY}
 
     def __init__(self, config: VAEConfig):
         super().__init__(config, encoder_outputs=2 * config.latent_dim + self.extra_encoder_outputs(config))
