@@ -24,3 +24,15 @@ def test_no_tool_asks_a_model_what_it_is():
     found = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py") if p.parent.name != "models"
              for i, line in enumerate(p.read_text().splitlines(), 1) if probe.search(line)]
     assert found == []
+
+
+def test_the_trainer_imports_nothing_above_it():
+    """Dependencies point one way: the training loop never reaches up to the report or the tools that use it."""
+    import ast
+
+    root = Path(__file__).parents[1] / "src" / "genlab"
+    tree = ast.parse((root / "train.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {f"genlab.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module == "genlab" for a in node.names}
+    assert not imported & {"genlab.report", "genlab.debias", "genlab.outliers", "genlab.cli"}, imported

@@ -1,6 +1,6 @@
 import torch
 
-from genlab.report import image_grid
+from genlab.pictures import image_grid
 
 
 def test_image_grid_places_each_image_in_its_cell():

@@ -464,7 +464,7 @@ def cmd_sample(args) -> None:
     import numpy as np
     import torch
 
-    from genlab import report
+    from genlab import pictures
     from genlab.runs import load_run
 
     if args.n < 1:
@@ -493,12 +493,12 @@ def cmd_sample(args) -> None:
             array = array * np.asarray(meta["std"], np.float32) + np.asarray(meta["loc"], np.float32)
         files.save_array(array.astype(np.float32), out)
     else:
-        report.save_samples_picture(samples, meta.get("kind", "image"), out)
+        pictures.save_samples_picture(samples, meta.get("kind", "image"), out)
     print(f"{args.n} samples written to {out}")
 
 
 def cmd_reconstruct(args) -> None:
-    from genlab import report
+    from genlab import pictures
 
     run = _encoder_run(args)
     out = Path(args.out) if args.out else run.path / "reconstructions.png"
@@ -508,7 +508,7 @@ def cmd_reconstruct(args) -> None:
     inputs = data.split(args.split).x[: max(1, args.n)]
     recon = run.model.reconstruct(inputs).cpu()
     out.parent.mkdir(parents=True, exist_ok=True)
-    report.save_reconstructions_picture(inputs, recon, data.meta.kind, out)
+    pictures.save_reconstructions_picture(inputs, recon, data.meta.kind, out)
     print(f"{len(inputs)} inputs and their reconstructions written to {out}")
 
 
@@ -581,7 +581,7 @@ def _test_input(data, index: int, split: str = "test"):
 def cmd_traverse(args) -> None:
     import torch
 
-    from genlab import latent, report
+    from genlab import latent, pictures
 
     run = _image_run(args)
     out = _png_out(args.out, run.path / "traverse.png")
@@ -597,26 +597,26 @@ def cmd_traverse(args) -> None:
         raise GenlabError(f"--top must be a positive number of dimensions, not {args.top}.")
     dims = args.dims if args.dims else latent.top_dimensions(model, data.test.x, min(args.top, model.config.latent_dim))
     images = latent.traverse(model, base, dims, args.span, args.steps)
-    report.save_image_grid(images, out, ncol=args.steps)
+    pictures.save_image_grid(images, out, ncol=args.steps)
     print(f"traversal of dimensions {dims} written to {out} (one row per dimension, {args.steps} steps)")
 
 
 def cmd_interpolate(args) -> None:
     import torch
 
-    from genlab import latent, report
+    from genlab import latent, pictures
 
     run = _image_run(args)
     out = _png_out(args.out, run.path / "interpolate.png")
     data = run.load_data()
     codes = latent.encode(run.model, torch.cat([_test_input(data, args.start), _test_input(data, args.end)]))
     images = latent.interpolate(run.model, codes[0], codes[1], args.steps, spherical=args.slerp)
-    report.save_image_grid(images, out, ncol=args.steps)
+    pictures.save_image_grid(images, out, ncol=args.steps)
     print(f"interpolation from test input {args.start} to {args.end} written to {out}")
 
 
 def cmd_latent(args) -> None:
-    from genlab import latent, report
+    from genlab import latent, pictures
 
     run = _encoder_run(args)
     out = _png_out(args.out, run.path / "latent.png")
@@ -625,7 +625,7 @@ def cmd_latent(args) -> None:
     codes = latent.encode(run.model, split.x)
     coords = latent.map_2d(codes, args.method)
     title = f"{args.split} codes ({args.method.upper() if codes.shape[1] > 2 else 'as they are'})"
-    report.save_latent_map(coords, split.y, out, data.meta.classes, title)
+    pictures.save_latent_map(coords, split.y, out, data.meta.classes, title)
     print(f"latent map of {len(codes)} {args.split} codes written to {out}")
 
 
@@ -636,7 +636,7 @@ def cmd_detect(args) -> None:
     import numpy as np
     import torch
 
-    from genlab import report
+    from genlab import pictures, report
     from genlab.outliers import OutlierDetector, write_scores_csv
     from genlab.runs import load_run
 
@@ -677,7 +677,7 @@ def cmd_detect(args) -> None:
             raise GenlabError("--out-grid draws images; this data is tabular (see --out for the scores).")
         rarest = np.argsort(scores)[: args.top]
         Path(args.out_grid).parent.mkdir(parents=True, exist_ok=True)
-        result["grid"] = str(report.save_image_grid(x[torch.as_tensor(rarest)], args.out_grid))
+        result["grid"] = str(pictures.save_image_grid(x[torch.as_tensor(rarest)], args.out_grid))
     if args.out_hist:
         Path(args.out_hist).parent.mkdir(parents=True, exist_ok=True)
         result["histogram"] = str(report.save_score_histogram(scores, detector.threshold_, outlier, args.out_hist))

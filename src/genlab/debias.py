@@ -23,12 +23,7 @@ import numpy as np
 import torch
 
 from genlab.errors import GenlabError
-
-
-def effective_sample_size(weights) -> float:
-    """(sum w)^2 / sum w^2: N for uniform weights, 1 when one example holds all the weight."""
-    w = np.asarray(weights, np.float64)
-    return float(w.sum() ** 2 / (w**2).sum())
+from genlab.train import effective_sample_size  # noqa: F401  (re-exported: the sampler's measure)
 
 
 def histogram_densities(codes: np.ndarray, bins: int) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -163,8 +163,8 @@ class OutlierDetector:
 
     def _train(self, make_model, x: torch.Tensor, meta, train):
         """A model made (and initialised) under this detector's seed, trained on x; returned in eval mode."""
-        from genlab import fit
         from genlab.data.core import Dataset, Split
+        from genlab.train import fit
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

@@ -29,9 +29,13 @@ FORMAT = "genlab"
 
 
 def genlab_version() -> str:
-    from genlab import __version__
+    """The installed package's version, from its metadata (no import of the package root)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("genlab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 @dataclass

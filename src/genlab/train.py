@@ -26,10 +26,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from genlab import files, runs
+from genlab import files, pictures, runs
 from genlab.configs import build_config
 from genlab.data.core import Dataset, Split, augment
-from genlab.debias import effective_sample_size
 from genlab.distributed import World
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
 from genlab.models.base import VALIDATES, can
@@ -128,6 +127,12 @@ def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None) -> 
     if weights is None:
         return torch.randperm(n, generator=g)
     return torch.multinomial(weights.double(), n, replacement=True, generator=g)
+
+
+def effective_sample_size(weights) -> float:
+    """(sum w)^2 / sum w^2: N for uniform weights, 1 when one example holds all the weight."""
+    w = np.asarray(weights, np.float64)
+    return float(w.sum() ** 2 / (w**2).sum())
 
 
 def check_weights(weights: torch.Tensor, n: int) -> torch.Tensor:
@@ -414,25 +419,21 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
     log.write(summary)
     if writes is not None:
         runs.save_model(path / runs.MODEL, model)
-        from genlab import report
-
-        report.save_run_pictures(model, data, path)
+        pictures.save_run_pictures(model, data, path)
     world.barrier()
     return runs.Run(model, run_config, path, log.rows)
 
 
 def _epoch_picture(model, data: Dataset, path: Path, epoch: int) -> None:
     """RUN/epochs/epoch_NNNN.png: the same noise decoded after every epoch, to watch training (and collapse)."""
-    from genlab.report import save_samples_picture
-
     was_training = model.training
     model.eval()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         samples = model.sample(64 if data.meta.kind == "image" else 1000, generator=torch.Generator().manual_seed(0))
     model.train(was_training)
     reference = None if data.meta.kind == "image" else data.test.x[:1000]
-    save_samples_picture(samples.cpu(), data.meta.kind, runs.run_subfolder(path, "epochs") / f"epoch_{epoch:04d}.png",
-                         reference, fast=True)
+    file = runs.run_subfolder(path, "epochs") / f"epoch_{epoch:04d}.png"
+    pictures.save_samples_picture(samples.cpu(), data.meta.kind, file, reference, fast=True)
 
 
 def _select(model, state: _State, val_loss: float, config: TrainConfig, best):
@@ -635,10 +636,8 @@ class _MetricsLog:
     def images(self, model, kind: str, epoch: int) -> None:
         if self.tensorboard is None or kind != "image":
             return
-        from genlab.report import image_grid
-
         was_training = model.training
         samples = model.sample(64, generator=torch.Generator().manual_seed(0))
         model.train(was_training)
-        grid = torch.from_numpy(np.asarray(image_grid(samples))).permute(2, 0, 1)
+        grid = torch.from_numpy(np.asarray(pictures.image_grid(samples))).permute(2, 0, 1)
         self.tensorboard.add_image("samples", grid, epoch)
