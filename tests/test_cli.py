@@ -304,6 +304,8 @@ def test_resume_without_the_weights_a_run_was_trained_with_is_refused(tmp_path, 
 def test_more_user_mistakes_are_one_line(cli_run, tmp_path, capsys):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"data": {"hflip": "false"}, "train": {"seed": True}}))
+    (tmp_path / "list.json").write_text(json.dumps({"model": [1, 2]}))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     seed_config = tmp_path / "s.json"
     seed_config.write_text(json.dumps({"train": {"seed": 2**63}}))
     out = ["--out", str(tmp_path / "new")]
@@ -320,6 +322,10 @@ def test_more_user_mistakes_are_one_line(cli_run, tmp_path, capsys):
         (["train", "vae", "--data", "digits", "--nproc", "2", *out, *FAST, "--lr", "-1"], "lr must be positive"),
         (["train", "vae", "--data", "digits", "--nproc", "2", "--out", str(cli_run), *FAST], "--force"),
         (["train", "vae", "--data", "digits", "--nproc", "0", *out, *FAST], "--nproc"),
+        (["train", "vae", "--data", "digits", "--config", str(tmp_path / "list.json"), *out, *FAST], "sections"),
+        (["train", "vae", "--data", "digits", "--config", str(tmp_path / "deep.json"), *out, *FAST], "JSON"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--prior", "vamp", "--pseudo-inputs", "100000000"],
+         "pseudo_inputs"),
     ]
     for argv, fragment in cases:
         expect_user_error(capsys, argv, fragment)

@@ -267,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f" '{e.filename}'" if e.filename else ""
         print(f"error: {e.strerror or e}{where}; check the path and its permissions.", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        if "allocate" not in str(e):  # a bug, not a size the user asked for
+            raise
+        print("error: out of memory; ask for fewer samples or a smaller model (--latent-dim, --hidden, -n).",
+              file=sys.stderr)
+        return 2
     except MemoryError:
         print("error: out of memory; ask for fewer samples or a smaller model (--latent-dim, --hidden, -n).",
               file=sys.stderr)
@@ -434,9 +440,10 @@ def _read_config_file(path: str) -> dict:
         config = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise GenlabError(f"the config file '{path}' does not exist.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GenlabError(f"cannot read the config file '{path}' as JSON ({e}).") from None
-    if not isinstance(config, dict) or set(config) - {"model", "data", "train"}:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise GenlabError(f"cannot read the config file '{path}' as JSON ({type(e).__name__}).") from None
+    if not isinstance(config, dict) or set(config) - {"model", "data", "train"} \
+            or not all(isinstance(section, dict) for section in config.values()):
         raise GenlabError(f"the config file '{path}' must be a JSON object with sections model, data and train.")
     return config
 

@@ -243,8 +243,8 @@ def read_config(path: Path) -> dict:
         raise GenlabError(f"'{path}' is not a genlab run: it has no {CONFIG}.")
     try:
         config = json.loads((path / CONFIG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GenlabError(f"'{path / CONFIG}' is not valid JSON ({e}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise GenlabError(f"'{path / CONFIG}' is not valid JSON ({type(e).__name__}).") from None
     if not isinstance(config, dict) or not isinstance(config.get("family"), str) \
             or not isinstance(config.get("model"), dict):
         raise GenlabError(f"'{path / CONFIG}' is not a genlab run config (no family/model).")

@@ -306,6 +306,9 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
     state, best, order, logged = _State(), None, None, []
     if resume:
         state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers, world)
+        if order is not None and (len(order) != len(train) or order.min() < 0 or order.max() >= len(train)):
+            raise GenlabError(f"the checkpoint in '{path}' is damaged: its data order does not fit the "
+                              f"{len(train)} training examples.")
         logged = runs.read_metrics(path)[: state.log_rows]
         if world.main:  # rows logged after the checkpoint will be logged again, exactly as before
             files.write_text(path / runs.METRICS, "".join(files.dumps(r) + "\n" for r in logged))
@@ -582,6 +585,11 @@ def _load_checkpoint(file: Path, model, optimizers, world: World):
             for g in groups:
                 if "betas" in g:
                     g["betas"] = tuple(g["betas"])
+            params = [p for g in opt.param_groups for p in g["params"]]
+            for pid, pstate in per_param.items():  # Adam's state, as a tampered file cannot fake it
+                if not 0 <= pid < len(params) or {"exp_avg", "exp_avg_sq", "step"} - set(pstate) or any(
+                        torch.is_tensor(v) and v.dim() and v.shape != params[pid].shape for v in pstate.values()):
+                    raise ValueError(f"optimiser state of parameter {pid}")
             opt.load_state_dict({"state": per_param, "param_groups": groups})
         written_by = sum(k.startswith("rng.cpu.") for k in tensors)
         if written_by != world.size:

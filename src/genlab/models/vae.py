@@ -36,8 +36,8 @@ class VAEConfig(LatentConfig):
         super().__post_init__()
         if self.prior not in PRIORS:
             raise GenlabError(f"prior must be one of {', '.join(PRIORS)}, not '{self.prior}'.")
-        if not (isinstance(self.pseudo_inputs, int) and self.pseudo_inputs >= 1):
-            raise GenlabError(f"pseudo_inputs must be a positive integer, not {self.pseudo_inputs}.")
+        if not (isinstance(self.pseudo_inputs, int) and 1 <= self.pseudo_inputs <= 10_000):
+            raise GenlabError(f"pseudo_inputs must be an integer from 1 to 10000, not {self.pseudo_inputs}.")
         if not (isinstance(self.kl_warmup_steps, int) and self.kl_warmup_steps >= 0):
             raise GenlabError(f"kl_warmup_steps must be an integer >= 0, not {self.kl_warmup_steps}.")
         if self.objective not in OBJECTIVES:
