@@ -77,3 +77,14 @@ def test_stale_temporaries_of_genlab_files_are_removed_and_nothing_else(tmp_path
     mine.write_text("the user's")
     files.remove_stale_temporaries(tmp_path, runs.RUN_FILES)
     assert not stale.exists() and mine.exists()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        files.write_text(tmp_path / "config.json", "{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644

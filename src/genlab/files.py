@@ -27,6 +27,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     tmp = Path(name)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run folder is read as any file the user writes
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
