@@ -194,7 +194,6 @@ def clear_run_dir(path: Path) -> None:
                     f.unlink()
             if not any(folder.iterdir()):
                 folder.rmdir()
-    files.remove_stale_temporaries(path, RUN_FILES)
 
 
 def run_subfolder(path: Path, name: str) -> Path:
