@@ -95,7 +95,7 @@ def test_user_mistakes_exit_2_with_one_line(cli_run, tmp_path, capsys):
         ([*train, "--data", str(tmp_path / "nan.csv")], "NaN"),
         ([*train, "--data", str(tmp_path / "big.csv"), "--likelihood", "bernoulli"], "[0, 1]"),
         ([*train, "--data", "digits", "--config", str(tmp_path / "bad.json")], "latent_dimz"),
-        ([*train, "--data", "digits", "--config", str(tmp_path / "badvalue.json")], "lr must be positive"),
+        ([*train, "--data", "digits", "--config", str(tmp_path / "badvalue.json")], "lr must be in (0, 10.0]"),
         ([*train, "--data", "digits", "--config", str(tmp_path / "nope.json")], "does not exist"),
         (["train", "ae", "--data", "digits", "--beta", "4", *FAST], "--beta does not apply"),
         (["train", "vae", "--data", "digits", "--out", str(cli_run), *FAST], "--force"),
@@ -104,7 +104,7 @@ def test_user_mistakes_exit_2_with_one_line(cli_run, tmp_path, capsys):
         (["sample", str(tmp_path / "norun")], "does not exist"),
         (["sample", str(tmp_path / "notrun")], "not a genlab run"),
         (["sample", str(cli_run), "--out", str(tmp_path / "s.jpg")], ".png"),
-        (["evaluate", str(cli_run), "--importance-samples", "0", "--no-progress"], "positive"),
+        (["evaluate", str(cli_run), "--importance-samples", "0", "--no-progress"], "expected a whole number from 1"),
         (["train", "vae", "--data", "digits", "--epochs", "many"], "invalid int"),
         (["train", "vae", "--data", "digits", "--out", "/proc/genlab-run", *FAST], "permissions"),
         (["sample", str(cli_run), "--out", "/proc/s.png"], "permissions"),
@@ -319,17 +319,64 @@ def test_more_user_mistakes_are_one_line(cli_run, tmp_path, capsys):
         (["train", "gan", "--data", "digits", *out, "--noise-dim", "1000000000", "--no-progress"], "noise_dim"),
         (["sample", str(cli_run), "-n", "1000000000", "--out", str(tmp_path / "s.npy")], "too much"),
         (["sample", str(cli_run), "-n", "100000", "--out", str(tmp_path / "s.png")], "too much"),
-        (["train", "vae", "--data", "digits", "--nproc", "2", *out, *FAST, "--lr", "-1"], "lr must be positive"),
+        (["train", "vae", "--data", "digits", "--nproc", "2", *out, *FAST, "--lr", "-1"], "lr must be in (0, 10.0]"),
         (["train", "vae", "--data", "digits", "--nproc", "2", "--out", str(cli_run), *FAST], "--force"),
         (["train", "vae", "--data", "digits", "--nproc", "0", *out, *FAST], "--nproc"),
         (["train", "vae", "--data", "digits", "--config", str(tmp_path / "list.json"), *out, *FAST], "sections"),
         (["train", "vae", "--data", "digits", "--config", str(tmp_path / "deep.json"), *out, *FAST], "JSON"),
         (["train", "vae", "--data", "digits", *out, *FAST, "--prior", "vamp", "--pseudo-inputs", "100000000"],
          "pseudo_inputs"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--train-samples", "1000000000"], "train_samples"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--lr", "1e300"], "lr must be in (0, 10.0]"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--lr", "inf"], "--lr: expected a finite number"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--beta", "nan"], "--beta: expected a finite number"),
+        (["traverse", str(cli_run), "--range", "nan"], "--range: expected a finite number"),
+        (["traverse", str(cli_run), "--steps", "1000000000"], "--steps: expected a whole number from 1 to 1000"),
+        (["interpolate", str(cli_run), "--steps", "0"], "--steps: expected a whole number from 1 to 1000"),
+        (["evaluate", str(cli_run), "--importance-samples", "1000000000000"], "--importance-samples"),
+        (["report", str(cli_run), "--importance-samples", "0"], "--importance-samples"),
+        (["reconstruct", str(cli_run), "-n", "1000000000"], "-n: expected a whole number from 1 to 10000"),
     ]
     for argv, fragment in cases:
         expect_user_error(capsys, argv, fragment)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_config_file_cannot_slip_in_what_a_flag_refuses(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text('{"train": {"lr": NaN}, "model": {"beta": Infinity}}')  # Python's json reads both
+    assert main(["train", "vae", "--data", "digits", "--config", str(config), "--out", str(tmp_path / "r"),
+                 *FAST]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_resume_the_checkpoint_cannot_continue_is_refused_before_anything_runs(cli_run, tmp_path, capsys):
+    from genlab.runs import CHECKPOINT, RunLock, read_tensors, save_tensors
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    grown = ["--epochs", "3"]
+    resume = ["train", "vae", "--out", str(run), "--resume", "--no-progress"]
+    two = [*resume, *grown, "--nproc", "2"]
+    expect_user_error(capsys, two, "written by 1 process(es); resume it with --nproc 1, not 2")
+    lock = RunLock(run).acquire()
+    try:
+        expect_user_error(capsys, two, "another genlab process is training into")
+        expect_user_error(capsys, [*resume, *grown], "another genlab process is training into")
+    finally:
+        lock.release()
+
+    tensors, meta = read_tensors(run / CHECKPOINT, "checkpoint")
+    state = json.loads(meta["state"])
+    state["state"]["epoch"] = 5  # as if 5 epochs were done: --epochs 3 would have nothing left to do
+    save_tensors(run / CHECKPOINT, tensors, {**meta, "state": json.dumps(state)})
+    expect_user_error(capsys, [*resume, *grown], "already trained 5 epochs, more than the --epochs 3")
+    file_config = tmp_path / "three.json"
+    file_config.write_text(json.dumps({"train": {"epochs": 3}}))
+    expect_user_error(capsys, [*resume, "--config", str(file_config)], "already trained 5 epochs")
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k != CHECKPOINT} == {k: v for k, v in before.items() if k != CHECKPOINT}
 
 
 def test_tampered_run_files_are_one_line(cli_run, tmp_path, capsys):
@@ -352,17 +399,58 @@ def test_tampered_run_files_are_one_line(cli_run, tmp_path, capsys):
             assert len(lines) == 1 and lines[0].startswith("error: "), (key, argv, lines)
 
 
-def test_a_tampered_checkpoint_state_is_one_line(cli_run, tmp_path, capsys):
+def test_missing_sections_of_a_run_config_are_one_line(cli_run, tmp_path, capsys):
+    for key, value in (("train", None), ("train", "drop"), ("data", "drop"), ("data_meta", "drop")):
+        run = tmp_path / f"run_{key}_{value}"
+        shutil.copytree(cli_run, run)
+        config = json.loads((run / "config.json").read_text())
+        if value == "drop":
+            del config[key]
+        else:
+            config[key] = value
+        (run / "config.json").write_text(json.dumps(config))
+        for argv in (["sample", str(run)], ["train", "vae", "--out", str(run), "--resume", "--no-progress"]):
+            expect_user_error(capsys, argv, "is damaged")
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda state, tensors: state["state"].update(step="many"),
+    lambda state, tensors: state["state"].update(epoch_sums=[1, 2]),
+    lambda state, tensors: state["state"].update(epoch_sums={"loss": "x"}),
+    lambda state, tensors: [tensors.pop(k) for k in list(tensors) if k.startswith("rng.cpu.")],
+    lambda state, tensors: state.pop("state"),
+])
+def test_a_tampered_checkpoint_state_is_one_line(cli_run, tmp_path, capsys, tamper):
     from genlab.runs import CHECKPOINT, read_tensors, save_tensors
 
     run = tmp_path / "run"
     shutil.copytree(cli_run, run)
     tensors, meta = read_tensors(run / CHECKPOINT, "checkpoint")
     state = json.loads(meta["state"])
-    state["state"]["step"] = "many"
+    tamper(state, tensors)
     save_tensors(run / CHECKPOINT, tensors, {**meta, "state": json.dumps(state)})
     expect_user_error(capsys, ["train", "vae", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"],
                       "checkpoint")
+
+
+def test_rows_genlab_did_not_write_in_metrics_are_skipped(cli_run, tmp_path):
+    from genlab.runs import METRICS, read_metrics
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    rows = read_metrics(run)
+    with open(run / METRICS, "ab") as f:
+        f.write(b'[1, 2]\n"text"\n\xff\xfe{\n' + b"[" * 100_000 + b"\n3\n{\"kind\": \"epoch\"\n")
+    assert read_metrics(run) == rows and rows[-1]["kind"] == "end"
+
+
+def test_a_killed_run_says_how_to_continue_it(cli_run, tmp_path, capsys):
+    from genlab.runs import MODEL
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    (run / MODEL).unlink()  # as after kill -9: checkpoints, no final model
+    expect_user_error(capsys, ["sample", str(run)], f"--out {run} --resume")
 
 
 def test_report_on_a_tiny_image_folder_and_a_one_column_table(tmp_path, capsys):

@@ -9,10 +9,10 @@ from genlab.configs import build_config
 @pytest.mark.parametrize("cls, values, message", [
     (TrainConfig, {"seed": True}, "seed must be an integer, not True"),
     (TrainConfig, {"epochs": "10"}, "epochs must be an integer"),
-    (TrainConfig, {"lr": "0.001"}, "lr must be a number"),
+    (TrainConfig, {"lr": "0.001"}, "lr must be a finite number"),
     (TrainConfig, {"patience": 2.5}, "patience must be an integer or null"),
     (VAEConfig, {"input_shape": [1, 8, 8], "hidden": [64, "wide"]}, "hidden must be a list of integers"),
-    (VAEConfig, {"input_shape": [1, 8, 8], "beta": None}, "beta must be a number"),
+    (VAEConfig, {"input_shape": [1, 8, 8], "beta": None}, "beta must be a finite number"),
 ])
 def test_a_value_of_the_wrong_type_names_its_field(cls, values, message):
     with pytest.raises(GenlabError, match=message):

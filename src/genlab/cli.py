@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,11 @@ from pathlib import Path
 from genlab import files
 from genlab.errors import GenlabError, TrainingInterrupted
 from genlab.models.base import CONDITIONAL, ENCODES, POSTERIOR, REWEIGHTS, can
+
+MAX_SAMPLE_VALUES = 2**28  # 1 GiB of float32
+MAX_GRID_CELLS = 10_000
+MAX_STEPS = 1000  # pictures per row of a traversal or interpolation
+MAX_IMPORTANCE_SAMPLES = 100_000  # K of the IWAE bound: time grows with K
 
 # flags that set model, data and training config fields: flag dest -> (section, field)
 MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
@@ -55,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--hidden", type=int, nargs="+", help="MLP hidden widths, e.g. --hidden 512 256")
     m.add_argument("--conv-width", type=int)
     m.add_argument("--likelihood", choices=["bernoulli", "gaussian", "gaussian_learned"])
-    m.add_argument("--gaussian-scale", type=float)
-    m.add_argument("--beta", type=float, help="KL weight (VAE); > 1 for a beta-VAE")
+    m.add_argument("--gaussian-scale", type=_number)
+    m.add_argument("--beta", type=_number, help="KL weight (VAE); > 1 for a beta-VAE")
     m.add_argument("--objective", choices=["elbo", "iwae"], help="VAE training objective")
     m.add_argument("--train-samples", type=int, help="importance samples K for --objective iwae")
     m.add_argument("--prior", choices=["normal", "vamp"], help="VAE prior: N(0, I) or a VampPrior")
@@ -66,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--noise-dim", type=int, help="dimension of the generator's noise")
     n.add_argument("--loss", choices=["ns", "hinge", "wgan_gp"], help="adversarial loss (default hinge)")
     n.add_argument("--spectral-norm", type=_bool, metavar="{true,false}", help="spectral norm in D (default true)")
-    n.add_argument("--r1", type=float, help="gamma of the R1 penalty on real data (default 0: off)")
-    n.add_argument("--gp-weight", type=float, help="lambda of the wgan_gp gradient penalty (default 10)")
-    n.add_argument("--lr-g", type=float, help="generator learning rate (default 1e-4)")
-    n.add_argument("--lr-d", type=float, help="discriminator learning rate (default 4e-4)")
-    n.add_argument("--beta1", type=float, help="Adam's beta1 for both nets (default 0)")
-    n.add_argument("--beta2", type=float, help="Adam's beta2 for both nets (default 0.9)")
+    n.add_argument("--r1", type=_number, help="gamma of the R1 penalty on real data (default 0: off)")
+    n.add_argument("--gp-weight", type=_number, help="lambda of the wgan_gp gradient penalty (default 10)")
+    n.add_argument("--lr-g", type=_number, help="generator learning rate (default 1e-4)")
+    n.add_argument("--lr-d", type=_number, help="discriminator learning rate (default 4e-4)")
+    n.add_argument("--beta1", type=_number, help="Adam's beta1 for both nets (default 0)")
+    n.add_argument("--beta2", type=_number, help="Adam's beta2 for both nets (default 0.9)")
     n.add_argument("--n-critic", type=int, help="discriminator steps per generator step (default 1)")
-    n.add_argument("--ema", type=float, help="decay of the generator weight average used for sampling; 0: off")
+    n.add_argument("--ema", type=_number, help="decay of the generator weight average used for sampling; 0: off")
     n.add_argument("--diffaugment", type=_bool, metavar="{true,false}",
                    help="translation + cutout on D's inputs (default: true for images)")
     n.add_argument("--batch-norm", type=_bool, metavar="{true,false}", help="batch norm in the conv generator")
@@ -87,21 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latent weights: max or product over per-dimension histograms, or a joint mixture density "
                    "(default max)")
     b.add_argument("--bins", type=int, help="histogram bins per latent dimension (default 10)")
-    b.add_argument("--alpha", type=float, help="histogram smoothing (default 0.001)")
+    b.add_argument("--alpha", type=_number, help="histogram smoothing (default 0.001)")
     b.add_argument("--temper", type=_bool, metavar="{true,false}",
                    help="product weights: geometric mean over dimensions (default true)")
     b.add_argument("--vae-classes", type=int, nargs="+", help="classes that get the VAE term (default all)")
     b.add_argument("--jtt-epochs", type=int, help="JTT: epochs of the first model (default 2)")
-    b.add_argument("--jtt-upweight", type=float, help="JTT: weight of its training errors (default 20)")
+    b.add_argument("--jtt-upweight", type=_number, help="JTT: weight of its training errors (default 20)")
     g = t.add_argument_group("data")
     g.add_argument("--binarize", choices=["none", "static", "dynamic"])
     g.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
     g.add_argument("--color", choices=["auto", "gray", "rgb"])
-    g.add_argument("--test-fraction", type=float, help="test share for files without an official split")
+    g.add_argument("--test-fraction", type=_number, help="test share for files without an official split")
     g.add_argument("--standardize", type=_bool, metavar="{true,false}")
     g.add_argument("--translate", type=int, help="augment: shift training images by up to N pixels")
-    g.add_argument("--rotate", type=float, help="augment: rotate training images by up to N degrees")
-    g.add_argument("--scale", type=float, help="augment: zoom training images by a factor in [1-S, 1+S]")
+    g.add_argument("--rotate", type=_number, help="augment: rotate training images by up to N degrees")
+    g.add_argument("--scale", type=_number, help="augment: zoom training images by a factor in [1-S, 1+S]")
     g.add_argument("--hflip", type=_bool, metavar="{true,false}", help="augment: mirror training images left-right")
     g.add_argument("--stream", choices=["auto", "always", "never"],
                    help="read an image folder from disk batch by batch (auto: when larger than the memory budget)")
@@ -111,11 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = t.add_argument_group("training")
     r.add_argument("--epochs", type=int)
     r.add_argument("--batch-size", type=int)
-    r.add_argument("--lr", type=float)
+    r.add_argument("--lr", type=_number)
     r.add_argument("--lr-schedule", choices=["constant", "cosine"])
-    r.add_argument("--weight-decay", type=float)
+    r.add_argument("--weight-decay", type=_number)
     r.add_argument("--seed", type=_seed)
-    r.add_argument("--val-fraction", type=float, help="share of the training split held out for model selection")
+    r.add_argument("--val-fraction", type=_number, help="share of the training split held out for model selection")
     r.add_argument("--patience", type=int, help="early stop after this many epochs without a better validation loss")
     r.add_argument("--val-importance-samples", type=int)
     r.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (also at every epoch end)")
@@ -139,15 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("reconstruct", help="inputs next to their reconstructions")
     c.add_argument("run")
-    c.add_argument("-n", type=int, default=32, help="number of inputs")
+    c.add_argument("-n", type=_count(MAX_GRID_CELLS), default=32, help="number of inputs")
     c.add_argument("--split", default="test", choices=["train", "test"])
     c.add_argument("--out", help="FILE.png; default RUN/reconstructions.png")
 
     e = sub.add_parser("evaluate", help="likelihood metrics of a run on a split")
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "test"])
-    e.add_argument("--importance-samples", type=int, default=1000, help="K of the IWAE bound on log p(x)")
-    e.add_argument("--batch-size", type=int, default=100)
+    e.add_argument("--importance-samples", type=_count(MAX_IMPORTANCE_SAMPLES), default=1000,
+                   help="K of the IWAE bound on log p(x)")
+    e.add_argument("--batch-size", type=_count(MAX_SAMPLE_VALUES), default=100)
     e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     e.add_argument("--no-progress", action="store_true")
@@ -160,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("run")
     v.add_argument("--dims", type=int, nargs="+", help="dimensions to sweep (default: --top 8)")
     v.add_argument("--top", type=int, default=8, help="sweep the K dimensions with the most KL")
-    v.add_argument("--range", type=float, default=3.0, dest="span", help="sweep -R..R prior standard deviations")
-    v.add_argument("--steps", type=int, default=9)
+    v.add_argument("--range", type=_number, default=3.0, dest="span", help="sweep -R..R prior standard deviations")
+    v.add_argument("--steps", type=_count(MAX_STEPS), default=9)
     v.add_argument("--index", type=int, help="start from the code of this test input (default: the prior mean)")
     v.add_argument("--out", help="FILE.png; default RUN/traverse.png")
 
@@ -169,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run")
     i.add_argument("--from", type=int, default=0, dest="start", help="test input index")
     i.add_argument("--to", type=int, default=1, dest="end", help="test input index")
-    i.add_argument("--steps", type=int, default=10)
+    i.add_argument("--steps", type=_count(MAX_STEPS), default=10)
     i.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
     i.add_argument("--out", help="FILE.png; default RUN/interpolate.png")
 
@@ -185,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--split", default="all", choices=["train", "test", "all"], help="which inputs to score")
     t.add_argument("--score", default="auto", help="auto, recon, elbo, iwae, latent_density, likelihood_ratio, "
                    "complexity or typicality")
-    t.add_argument("--contamination", type=float, default=0.05, help="share of the training split taken as outliers")
+    t.add_argument("--contamination", type=_number, default=0.05, help="share of the training split taken as outliers")
     t.add_argument("--outlier-label", type=int,
                    help="the label that marks outliers, for AUROC/AUPRC (default: a class named outlier/anomaly)")
     t.add_argument("--out", help="scores.csv: index, score, flag (1 = outlier), weight (for train --weights)")
@@ -202,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("report", help="write RUN/report.html: metrics, curves, samples, traversals, latent map")
     o.add_argument("run")
-    o.add_argument("--importance-samples", type=int, default=100)
+    o.add_argument("--importance-samples", type=_count(MAX_IMPORTANCE_SAMPLES), default=100)
     return p
 
 
@@ -218,8 +225,31 @@ def _without_option(argv: list[str], option: str) -> list[str]:
     return out
 
 
-MAX_SAMPLE_VALUES = 2**28  # 1 GiB of float32
-MAX_GRID_CELLS = 10_000
+
+
+def _number(text: str) -> float:
+    """A float flag: a finite number (argparse's float takes 'nan' and 'inf')."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, not '{text}'")
+    return value
+
+
+def _count(upper: int):
+    """An integer flag that sizes work or memory: from 1 to `upper`."""
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not '{text}'") from None
+        if not 1 <= value <= upper:
+            raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {upper}, not {value}")
+        return value
+
+    return count
 
 
 def _seed(text: str) -> int:
@@ -330,6 +360,7 @@ class _TrainingPlan:
     weights: object  # a tensor from --weights, or None
     resume: bool
     force: bool
+    processes: int  # --nproc
 
     def fit(self, progress: bool):
         if can(self.model, REWEIGHTS):
@@ -347,12 +378,13 @@ class _TrainingPlan:
         from genlab import debias, runs
         from genlab.train import check_start
 
+        runs.RunLock(self.out).check()  # the processes would each find the lock taken
         if can(self.model, REWEIGHTS) and self.model.config.reweight == "jtt":  # weights from a first model
             runs.check_run_dir(self.out, resume=self.resume, force=self.force)
             return
         weights = debias.weights_function(self.model) if can(self.model, REWEIGHTS) else self.weights
         check_start(self.model, self.data, self.config, self.out, resume=self.resume, force=self.force,
-                    weights=weights)
+                    weights=weights, processes=self.processes)
 
 
 def _training_plan(args) -> _TrainingPlan:
@@ -425,7 +457,7 @@ def _training_plan(args) -> _TrainingPlan:
         from genlab.outliers import read_weights_csv
 
         weights = read_weights_csv(args.weights)
-    return _TrainingPlan(args.family, model, data, config, out, weights, args.resume, args.force)
+    return _TrainingPlan(args.family, model, data, config, out, weights, args.resume, args.force, args.nproc or 1)
 
 
 def _dataset_name(name: str) -> str:
@@ -734,8 +766,6 @@ def cmd_report(args) -> None:
     from genlab import report
     from genlab.runs import load_run
 
-    if args.importance_samples < 1:
-        raise GenlabError(f"--importance-samples must be a positive integer, not {args.importance_samples}.")
     out = report.write_report(load_run(args.run), importance_samples=args.importance_samples)
     print(f"report written to {out}")
 

@@ -8,6 +8,7 @@ refused with the field's name instead of being taken for true.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 
@@ -18,8 +19,10 @@ class _Mismatch(Exception):
     pass
 
 
-def build_config(cls, values: dict, what: str):
-    """A config dataclass from a JSON dict, with a clear error for unknown keys and badly typed values."""
+def build_config(cls, values: dict, what: str, *, finite: bool = True):
+    """A config dataclass from a JSON dict, with a clear error for unknown keys and badly typed values.
+
+    finite: numbers must be finite (a setting); False where inf and NaN are values (a checkpoint's state)."""
     if not isinstance(values, dict):
         raise GenlabError(f"the {what} config must be a JSON object, not {type(values).__name__}.")
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -30,7 +33,7 @@ def build_config(cls, values: dict, what: str):
     typed = {}
     for key, value in values.items():
         try:
-            typed[key] = _typed(value, hints[key])
+            typed[key] = _typed(value, hints[key], finite)
         except _Mismatch:
             raise GenlabError(f"{what} config: {key} must be {_describe(hints[key])}, not {value!r}.") from None
     try:
@@ -39,7 +42,7 @@ def build_config(cls, values: dict, what: str):
         raise GenlabError(f"bad {what} config: {e}.") from None
 
 
-def _typed(value, tp):
+def _typed(value, tp, finite: bool = True):
     """`value` as type `tp` (JSON lists become tuples, integers become floats), or _Mismatch."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -47,7 +50,7 @@ def _typed(value, tp):
             return None
         for option in (a for a in args if a is not type(None)):
             try:
-                return _typed(value, option)
+                return _typed(value, option, finite)
             except _Mismatch:
                 continue
         raise _Mismatch
@@ -58,7 +61,7 @@ def _typed(value, tp):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (math.isfinite(value) or not finite):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -66,9 +69,12 @@ def _typed(value, tp):
     elif origin is tuple:
         if isinstance(value, (list, tuple)):
             if len(args) == 2 and args[1] is Ellipsis:
-                return tuple(_typed(v, args[0]) for v in value)
+                return tuple(_typed(v, args[0], finite) for v in value)
             if len(value) == len(args):
-                return tuple(_typed(v, a) for v, a in zip(value, args))
+                return tuple(_typed(v, a, finite) for v, a in zip(value, args))
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {_typed(k, args[0], finite): _typed(v, args[1], finite) for k, v in value.items()}
     else:
         return value  # a type this module does not check
     raise _Mismatch
@@ -79,6 +85,8 @@ def _describe(tp) -> str:
     if origin in (typing.Union, types.UnionType):
         options = [_describe(a) for a in args if a is not type(None)]
         return " or ".join(options) + (" or null" if type(None) in args else "")
+    if origin is dict:
+        return f"an object of {_describe(args[1]).removeprefix('an ').removeprefix('a ')}s"
     if origin is tuple:
         return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(tp, str(tp))

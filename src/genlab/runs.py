@@ -96,6 +96,15 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 def read_tensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata from a genlab safetensors file; any other file gives GenlabError, and no code runs."""
+    return _read_safetensors(path, kind, lambda f: {k: f.get_tensor(k) for k in f.keys()})
+
+
+def read_tensor_names(path: Path, kind: str) -> tuple[list[str], dict[str, str]]:
+    """The tensor names and metadata of a genlab safetensors file, without reading the tensors."""
+    return _read_safetensors(path, kind, lambda f: list(f.keys()))
+
+
+def _read_safetensors(path: Path, kind: str, read):
     path = Path(path)
     if not path.is_file():
         raise GenlabError(f"'{path}' does not exist.")
@@ -109,12 +118,12 @@ def read_tensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[s
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            contents = read(f)
     except Exception as e:  # safetensors reports damage with its own exception types
         raise GenlabError(f"'{path}' is damaged or not a safetensors file ({e}); re-create it.") from None
     if metadata.get("format") != FORMAT or metadata.get("kind") != kind:
         raise GenlabError(f"'{path}' is a safetensors file but not a genlab {kind}; it was written by something else.")
-    return tensors, metadata
+    return contents, metadata
 
 
 def save_model(path: Path, model: torch.nn.Module) -> None:
@@ -228,6 +237,11 @@ class RunLock:
         self.fd = fd
         return self
 
+    def check(self) -> None:
+        """Raise GenlabError when another process holds the lock; changes nothing."""
+        if (self.path / LOCK).is_file():
+            self.acquire().release()
+
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing drops the lock
@@ -247,9 +261,10 @@ def read_config(path: Path) -> dict:
     if not isinstance(config, dict) or not isinstance(config.get("family"), str) \
             or not isinstance(config.get("model"), dict):
         raise GenlabError(f"'{path / CONFIG}' is not a genlab run config (no family/model).")
-    for section in ("data", "data_meta", "train"):
-        if not isinstance(config.get(section), (dict, type(None))):
-            raise GenlabError(f"'{path / CONFIG}' is damaged: its {section} section is not a JSON object.")
+    for section, may_be_null in (("data", True), ("data_meta", False), ("train", False)):  # data: null in memory
+        if not (isinstance(config.get(section), dict) or (may_be_null and section in config
+                                                             and config[section] is None)):
+            raise GenlabError(f"'{path / CONFIG}' is damaged: its {section} section is missing or not a JSON object.")
     return config
 
 
@@ -262,7 +277,10 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     model = build_model(config["family"], config["model"])
     weights = path / MODEL
     if not weights.is_file():
-        raise GenlabError(f"the run '{path}' has no {MODEL} yet: training has not finished an epoch.")
+        if (path / CHECKPOINT).is_file():
+            raise GenlabError(f"the run '{path}' has no {MODEL}: its training did not finish. Continue it with "
+                              f"'genlab train {config['family']} --out {path} --resume'.")
+        raise GenlabError(f"the run '{path}' has no {MODEL} yet: its training has not finished an epoch.")
     tensors, _ = read_tensors(weights, "model")
     load_weights(model, tensors, weights)
     model.to(device).eval()
@@ -274,9 +292,11 @@ def read_metrics(path: Path) -> list[dict]:
     if not file.is_file():
         return []
     rows = []
-    for line in file.read_text().splitlines():
+    for line in file.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            continue  # a line cut by a kill, or one genlab did not write
+        if isinstance(row, dict):
+            rows.append(row)
     return rows

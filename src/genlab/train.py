@@ -31,7 +31,7 @@ from genlab.configs import build_config
 from genlab.data.core import Dataset, Split, augment
 from genlab.distributed import World
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
-from genlab.models.base import VALIDATES, can
+from genlab.models.base import MAX_LR, VALIDATES, can
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -68,15 +68,15 @@ class TrainConfig:
         positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
         check(positive_int(self.epochs), f"epochs must be a positive integer, not {self.epochs!r}")
         check(positive_int(self.batch_size), f"batch_size must be a positive integer, not {self.batch_size!r}")
-        check(self.lr > 0, f"lr must be positive, not {self.lr}")
+        check(0 < self.lr <= MAX_LR, f"lr must be in (0, {MAX_LR}], not {self.lr}")
         check(self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}")
         check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, f"seed must be an integer from 0 to 2^32 - 1, "
               f"not {self.seed!r}")
         check(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), not {self.val_fraction}")
         check(self.patience is None or positive_int(self.patience), "patience must be a positive integer or null")
-        check(isinstance(self.val_importance_samples, int) and self.val_importance_samples >= 0,
-              "val_importance_samples must be an integer >= 0")
+        check(isinstance(self.val_importance_samples, int) and 0 <= self.val_importance_samples <= 100_000,
+              "val_importance_samples must be an integer from 0 to 100000")
         check(positive_int(self.checkpoint_every), "checkpoint_every must be a positive integer")
         check(positive_int(self.log_every), "log_every must be a positive integer")
         check(isinstance(self.monitor_every, int) and self.monitor_every >= 0, "monitor_every must be an integer >= 0")
@@ -208,10 +208,10 @@ def fit(
 
 
 def check_start(model, data: Dataset, config: TrainConfig, out=None, *, resume: bool = False, force: bool = False,
-                weights: Weights = None) -> tuple[dict, torch.Tensor | None]:
+                weights: Weights = None, processes: int = 1) -> tuple[dict, torch.Tensor | None]:
     """Every check a training start can fail, run before anything is written or deleted: a mistake found
     here leaves `out` as it was. Returns the run's config.json and, for weights a function computes, the
-    first epoch's weights (already checked)."""
+    first epoch's weights (already checked). processes: how many will train (a resume must match)."""
     if config.precision == "fp16" and resolve_device(config.device).type != "cuda":
         raise GenlabError("fp16 needs a CUDA GPU; on CPU use --precision bf16 or fp32.")
     if config.val_fraction > 0 and not can(model, VALIDATES):
@@ -242,9 +242,28 @@ def check_start(model, data: Dataset, config: TrainConfig, out=None, *, resume: 
         runs.check_run_dir(Path(out), resume=resume, force=force)
         if resume:
             _check_same_run(runs.read_config(Path(out)), run_config, Path(out))
+            _check_checkpoint(Path(out) / runs.CHECKPOINT, config, processes)
     elif resume:
         raise GenlabError("resume needs the run directory (out) to resume from.")
     return run_config, first_weights
+
+
+def _check_checkpoint(file: Path, config: TrainConfig, processes: int) -> None:
+    """Refuse a resume the checkpoint cannot continue: another process count, or fewer epochs than it has done."""
+    names, metadata = runs.read_tensor_names(file, "checkpoint")
+    written_by = sum(k.startswith("rng.cpu.") for k in names)
+    try:
+        done = json.loads(metadata["state"])["state"]["epoch"]
+    except (KeyError, TypeError, ValueError, RecursionError):
+        done = None
+    if written_by == 0 or not isinstance(done, int) or isinstance(done, bool):
+        raise GenlabError(f"the checkpoint '{file}' is incomplete or from another version; train a new run.")
+    if written_by != processes:
+        raise GenlabError(f"the checkpoint '{file}' was written by {written_by} process(es); resume it with "
+                          f"--nproc {written_by}, not {processes}.")
+    if config.epochs < done:
+        raise GenlabError(f"the run has already trained {done} epochs, more than the --epochs {config.epochs} given "
+                          f"now; give --epochs {done} or more to continue it.")
 
 
 def _weights_fingerprint(weights: Weights) -> str | None:
@@ -282,7 +301,8 @@ def _open_run_dir(path: Path, run_config: dict, resume: bool, force: bool, world
 
 
 def _fit(model, data, config, out, resume, force, weights, progress, world: World, device, cleanup) -> runs.Run:
-    run_config, first_weights = check_start(model, data, config, out, resume=resume, force=force, weights=weights)
+    run_config, first_weights = check_start(model, data, config, out, resume=resume, force=force, weights=weights,
+                                            processes=world.size)
     train, val = split_validation(data.train, config.val_fraction)
     writer_class = _tensorboard_writer_class(out) if config.tensorboard else None
     path = None if out is None else Path(out)  # where checkpoints are read; only rank 0 writes
@@ -569,7 +589,7 @@ def _load_checkpoint(file: Path, model, optimizers, world: World):
     tensors, metadata = runs.read_tensors(file, "checkpoint")
     try:
         meta = json.loads(metadata["state"])
-        state = build_config(_State, meta["state"], "checkpoint state")
+        state = build_config(_State, meta["state"], "checkpoint state", finite=False)
         runs.load_weights(model, _prefixed(tensors, "model."), file)
         best = _prefixed(tensors, "best.") or None
         for i, opt in enumerate(optimizers):
@@ -591,11 +611,6 @@ def _load_checkpoint(file: Path, model, optimizers, world: World):
                         torch.is_tensor(v) and v.dim() and v.shape != params[pid].shape for v in pstate.values()):
                     raise ValueError(f"optimiser state of parameter {pid}")
             opt.load_state_dict({"state": per_param, "param_groups": groups})
-        written_by = sum(k.startswith("rng.cpu.") for k in tensors)
-        if written_by != world.size:
-            raise GenlabError(
-                f"the checkpoint '{file}' was written by {written_by} process(es); resume it with --nproc {written_by}."
-            )
         torch.set_rng_state(tensors[f"rng.cpu.{world.rank}"])
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])

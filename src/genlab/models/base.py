@@ -50,6 +50,7 @@ class Objective:
 
 # sizes past these would not fit in memory (a model's weights and Adam's state grow with their squares)
 MAX_CODE, MAX_WIDTH, MAX_CONV_WIDTH = 4096, 16384, 1024
+MAX_LR = 10.0  # Adam steps of about lr: far above this the weights overflow to inf within a few steps
 
 
 @dataclass(frozen=True)

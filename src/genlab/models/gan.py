@@ -33,6 +33,7 @@ from genlab.models.base import (
     GENERATES,
     MAX_CODE,
     MAX_CONV_WIDTH,
+    MAX_LR,
     MAX_WIDTH,
     Objective,
     _check,
@@ -82,7 +83,7 @@ class GANConfig:
         _check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, not '{self.loss}'")
         _check(self.r1 >= 0, "r1 must be >= 0")
         _check(self.gp_weight >= 0, "gp_weight must be >= 0")
-        _check(self.lr_g > 0 and self.lr_d > 0, "lr_g and lr_d must be positive")
+        _check(0 < self.lr_g <= MAX_LR and 0 < self.lr_d <= MAX_LR, f"lr_g and lr_d must be in (0, {MAX_LR}]")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
         _check(positive_int(self.n_critic), "n_critic must be a positive integer")
         _check(0 <= self.ema < 1, "ema must be in [0, 1)")

@@ -44,8 +44,8 @@ class VAEConfig(LatentConfig):
             raise GenlabError(f"objective must be one of {', '.join(OBJECTIVES)}, not '{self.objective}'.")
         if not self.beta > 0:
             raise GenlabError(f"beta must be positive, not {self.beta}.")
-        if not (isinstance(self.train_samples, int) and self.train_samples >= 1):
-            raise GenlabError(f"train_samples must be a positive integer, not {self.train_samples}.")
+        if not (isinstance(self.train_samples, int) and 1 <= self.train_samples <= 10_000):
+            raise GenlabError(f"train_samples must be an integer from 1 to 10000, not {self.train_samples}.")
         if self.objective == "iwae" and self.beta != 1.0:
             raise GenlabError("the iwae objective is a bound on log p(x) and takes no beta; use --objective elbo.")
 
