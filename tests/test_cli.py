@@ -108,7 +108,7 @@ def test_user_mistakes_exit_2_with_one_line(cli_run, tmp_path, capsys):
         (["train", "vae", "--data", "digits", "--epochs", "many"], "invalid int"),
         (["train", "vae", "--data", "digits", "--out", "/proc/genlab-run", *FAST], "permissions"),
         (["sample", str(cli_run), "--out", "/proc/s.png"], "permissions"),
-        (["evaluate", str(cli_run), "--batch-size", "0", "--no-progress"], "batch_size"),
+        (["evaluate", str(cli_run), "--batch-size", "0", "--no-progress"], "--batch-size: expected a whole number"),
         (["traverse", str(cli_run), "--top", "0"], "--top"),
     ]
     for argv, fragment in cases:
