@@ -495,3 +495,15 @@ def test_huge_table_values_are_standardised_without_overflow(tmp_path):
     path.write_text("".join(f"{v * 1e30},{v}\n" for v in range(-10, 10)))
     data = load_dataset(path)
     assert np.isfinite(data.train.x.numpy()).all() and abs(float(data.train.x.std(0)[0]) - 1) < 0.1
+
+
+def test_a_table_beyond_32_bit_floats_is_standardised_in_64_bits_or_refused(tmp_path):
+    rows = [[1e39 if i % 2 else -1e39, i] for i in range(20)]  # 1e39 is inf as float32
+    (tmp_path / "huge.csv").write_text("a,b\n" + "\n".join(f"{a},{b}" for a, b in rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_dataset(tmp_path / "huge.csv")
+        assert torch.isfinite(data.train.x).all()
+        assert set(data.train.x[:, 0].tolist()) == {-1.0, 1.0}  # +-1e39 standardised: mean 0, sd 1e39
+        with pytest.raises(GenlabError, match="beyond 32-bit floats"):
+            load_dataset(tmp_path / "huge.csv", standardize=False)

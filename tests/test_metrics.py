@@ -41,3 +41,8 @@ def test_evaluate_is_seeded_and_leaves_the_global_rng_alone():
     torch.manual_seed(7)
     b = evaluate(model, x, kind="tabular", importance_samples=5, progress=False)
     assert a == b and torch.equal(after, torch.rand(1))
+
+
+def test_active_units_of_a_single_example_are_unknown_not_zero():
+    assert active_units(torch.zeros(1, 4)) is None
+    assert active_units(torch.tensor([[0.0, 1.0], [1.0, 1.0]])) == 1  # variance 0.5 against 0

@@ -1,6 +1,7 @@
 """Sample-quality metrics against closed forms and constructed sets."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -139,3 +140,19 @@ def test_cli_evaluate_quality_of_a_vae(vae_run, tmp_path, monkeypatch, capsys):
     keys = {"nll_nats", "fd", "fd_floor", "precision", "recall", "density", "coverage", "classes_covered"}
     assert keys <= set(result)
     assert result["features"] == "domain classifier" and result["fd"] >= 0
+
+
+@pytest.mark.parametrize("test_size, measured", [(1, set()), (3, {"fd", "fd_floor"}),
+                                                 (6, {"fd", "fd_floor", "precision", "coverage"})])
+def test_a_tiny_test_split_gives_the_numbers_it_can_and_none_for_the_rest(tmp_path, test_size, measured):
+    from genlab import load_dataset
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "fixed.npz", x_train=rng.normal(size=(40, 3)), x_test=rng.normal(size=(test_size, 3)))
+    data = load_dataset(tmp_path / "fixed.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy/scipy warnings on the way
+        result = quality(_Replay(data.train.x), data)
+    numbers = {k for k in ("fd", "fd_floor", "precision", "coverage") if result[k] is not None}
+    assert numbers == measured
+    assert all(math.isfinite(result[k]) for k in numbers)

@@ -1,4 +1,6 @@
+import numpy as np
 import torch
+from PIL import Image
 
 from genlab.pictures import image_grid
 
@@ -77,3 +79,17 @@ def test_score_histogram_draws_unscorable_inputs_beside_the_rest(tmp_path, monke
     scores = np.concatenate([np.linspace(-50, -10, 98), [UNSCORABLE, UNSCORABLE]])
     assert save_score_histogram(scores, -40.0, None, tmp_path / "h.png").is_file()
     assert drawn[0][0] > -60  # the 98 scorable inputs spread over the bins, not squeezed into one beside -1e300
+
+
+def test_the_epoch_raster_of_a_single_reference_point_draws_it_without_warnings(tmp_path):
+    import warnings
+
+    from genlab.pictures import save_point_raster
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        file = save_point_raster(torch.tensor([[float("nan"), 0.0], [0.1, 0.2]]), tmp_path / "r.png",
+                                 reference=torch.tensor([[-2.0854, -6.6787]]))
+    canvas = np.asarray(Image.open(file))
+    assert (canvas == (190, 190, 190)).all(-1).sum() == 1  # the one reference point, in the middle of its window
+    assert (canvas[127:129, 127:129] == (190, 190, 190)).all(-1).any()

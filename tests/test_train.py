@@ -269,3 +269,15 @@ def test_streamed_folder_trains_to_the_same_weights_as_in_memory(tmp_path):
         fit(model, data, TrainConfig(epochs=2, batch_size=8, workers=workers), progress=False)
         results.append(model.state_dict())
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_sampling_weights_near_the_float_limit_keep_their_ratios():
+    import warnings
+
+    from genlab.train import check_weights, effective_sample_size
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        weights = check_weights(torch.tensor([1e308, 1e308, 0.0, 5e307], dtype=torch.float64), 4)
+        assert weights.tolist() == [1.0, 1.0, 0.0, 0.5]
+        assert effective_sample_size(weights) == pytest.approx(2.5**2 / 2.25)

@@ -77,12 +77,11 @@ def save_samples_picture(samples: torch.Tensor, kind: str, path: str | Path, ref
 def save_point_raster(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
                       size: int = 256) -> Path:
     """The first two coordinates of points as blue pixels over the reference's grey ones, no axes: a few ms."""
-    p = np.stack(_xy(points), 1)
-    r = np.stack(_xy(reference), 1) if reference is not None else p
-    p = np.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = r.min(0), r.max(0)
-    margin = 0.1 * np.maximum(hi - lo, 1e-6)
-    lo, hi = lo - margin, hi + margin
+    p = np.nan_to_num(np.stack(_xy(points), 1), nan=0.0, posinf=0.0, neginf=0.0)  # a diverged model's samples
+    r = np.nan_to_num(np.stack(_xy(reference), 1), nan=0.0, posinf=0.0, neginf=0.0) if reference is not None else p
+    lo, hi = r.min(0).astype(np.float64), r.max(0).astype(np.float64)
+    span = np.where(hi > lo, hi - lo, np.maximum(np.abs(lo), 1.0))  # one point (or one value): a window around it
+    lo, hi = lo - 0.1 * span, hi + 0.1 * span
     canvas = np.full((size, size, 3), 255, np.uint8)
 
     def pixels(x):

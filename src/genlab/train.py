@@ -139,9 +139,9 @@ def check_weights(weights: torch.Tensor, n: int) -> torch.Tensor:
     weights = torch.as_tensor(weights, dtype=torch.float64).flatten().cpu()
     if len(weights) != n:
         raise GenlabError(f"got {len(weights)} sampling weights for {n} training examples; give one per example.")
-    if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+    if not torch.isfinite(weights).all() or (weights < 0).any() or weights.max() <= 0:
         raise GenlabError("sampling weights must be finite, non-negative and not all zero.")
-    return weights
+    return weights / weights.max()  # only their ratios count; 1e308s would overflow a sum
 
 
 @dataclass

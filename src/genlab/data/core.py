@@ -198,7 +198,8 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
     if raw.extra.get("streamed"):
         return _finish_streamed(raw, spec)
     (xtr, ytr, *ftr), (xte, yte, *fte) = raw.train, raw.test
-    xtr, xte = np.asarray(xtr, dtype=np.float32), np.asarray(xte, dtype=np.float32)
+    dtype = np.float32 if raw.kind == "image" else np.float64  # a table becomes float32 after standardising
+    xtr, xte = np.asarray(xtr, dtype=dtype), np.asarray(xte, dtype=dtype)
     for split, x in (("train", xtr), ("test", xte)):
         if len(x) == 0:
             raise GenlabError(f"the {split} split of '{spec.name}' is empty: the data has too few examples.")
@@ -227,8 +228,14 @@ def _finish(raw: RawData, spec: DataSpec) -> Dataset:
             raise GenlabError("standardize applies to tabular data and points, not to images.")
         mean, std = xtr.mean(0, dtype=np.float64), xtr.std(0, dtype=np.float64)  # float32 overflows on 1e30
         std = np.where(std > 0, std, 1.0)
-        xtr, xte = ((xtr - mean) / std).astype(np.float32), ((xte - mean) / std).astype(np.float32)
+        xtr, xte = (xtr - mean) / std, (xte - mean) / std
         loc, spread = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if xtr.dtype != np.float32:
+        largest = max(float(np.abs(xtr).max()), float(np.abs(xte).max()))
+        if largest > float(np.finfo(np.float32).max):
+            raise GenlabError(f"'{spec.name}' holds values as large as {largest:.3g}, beyond 32-bit floats "
+                              "(3.4e38); standardize it (standardize true) or rescale the columns.")
+        xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
     if kind != "image" and any((spec.translate, spec.rotate, spec.scale, spec.hflip)):
         raise GenlabError(f"translate, rotate, scale and hflip apply to images, but '{spec.name}' is {kind} data.")
     meta = _meta(spec, raw, kind, tuple(xtr.shape[1:]), loc=loc, std=spread)

@@ -413,7 +413,7 @@ def read_text(path: Path) -> str:
 
 def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Numeric CSV (TSV for .tsv): an optional header row, in which a column named label, labels, class or
-    target holds labels (as written; `class_labels` maps them). Returns (N, D) float32 features and labels."""
+    target holds labels (as written; `class_labels` maps them). Returns (N, D) float64 features and labels."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         rows = [r for r in csv.reader(read_text(path).splitlines(), delimiter=delimiter) if any(c.strip() for c in r)]
@@ -443,7 +443,7 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         values = np.delete(values, label_cols[0], axis=1)
     if values.shape[1] == 0:
         raise GenlabError(f"'{path}' has no feature columns besides its labels.")
-    return values.astype(np.float32), labels
+    return values, labels  # float64: a table becomes float32 once standardised (data.core)
 
 
 def _is_number(cell: str) -> bool:
@@ -567,7 +567,7 @@ def _as_examples(x: np.ndarray, path: Path) -> np.ndarray:
     if x.ndim < 2 or x.size == 0:
         raise GenlabError(f"'{path}' holds an array of shape {x.shape}; it needs one row per example, and values.")
     if x.ndim == 2:
-        return x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+        return x / (255.0 if x.dtype == np.uint8 else 1.0)  # float64, as a CSV table
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):

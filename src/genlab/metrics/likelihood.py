@@ -22,8 +22,11 @@ def bits_per_dim(nll_nats: float, dim: int, dequantized_bits: int | None = None)
     return (nll_nats + extra) / (dim * math.log(2))
 
 
-def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
-    """Latent dimensions d with Cov_x(E_q[z_d | x]) > threshold (Burda et al. 2016); means: (N, latent_dim)."""
+def active_units(means: torch.Tensor, threshold: float = 0.01) -> int | None:
+    """Latent dimensions d with Cov_x(E_q[z_d | x]) > threshold (Burda et al. 2016); means: (N, latent_dim).
+    None for a single example, which has no spread to measure."""
+    if len(means) < 2:
+        return None
     return int((means.double().var(0, unbiased=True) > threshold).sum())
 
 

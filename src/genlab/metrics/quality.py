@@ -52,9 +52,12 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return float(max(0.0, ((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(root)))
 
 
-def feature_fd(a: np.ndarray, b: np.ndarray) -> float:
-    """The Frechet distance between Gaussians fitted to two feature sets (N, D)."""
+def feature_fd(a: np.ndarray, b: np.ndarray) -> float | None:
+    """The Frechet distance between Gaussians fitted to two feature sets (N, D); None when a set has a single
+    example (no covariance)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if min(len(a), len(b)) < 2:
+        return None
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
@@ -64,7 +67,10 @@ def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     return distances[:, k]
 
 
-def prdc(real: np.ndarray, fake: np.ndarray, k_pr: int = 3, k_dc: int = 5) -> dict:
+PRDC_NEIGHBOURS = 5  # k of density and coverage (Naeem et al. 2020); precision and recall use 3
+
+
+def prdc(real: np.ndarray, fake: np.ndarray, k_pr: int = 3, k_dc: int = PRDC_NEIGHBOURS) -> dict:
     """Improved precision/recall (k-NN balls, k_pr) and density/coverage (k_dc) of fake against real."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     if min(len(real), len(fake)) <= max(k_pr, k_dc):
@@ -209,7 +215,8 @@ def quality(model, data, n: int | None = None, seed: int = 0, progress: bool = F
         logits = _apply(net, samples)
         result.update(label_coverage(logits.argmax(1), logits.shape[1]))
     elif data.meta.kind == "image":
-        pca = PCA(64, random_state=0).fit(_in_data_units(data.train.x[:10000], data.meta))
+        pixels = _in_data_units(data.train.x[:10000], data.meta)
+        pca = PCA(min(64, *pixels.shape), random_state=0).fit(pixels)
         feats = lambda x: pca.transform(_in_data_units(x, data.meta))  # noqa: E731
         result["features"] = "pca64 of pixels (no labels for a domain classifier)"
     else:
@@ -220,7 +227,10 @@ def quality(model, data, n: int | None = None, seed: int = 0, progress: bool = F
     fake_f = feats(samples)
     result["fd"] = feature_fd(fake_f, train_f)
     result["fd_floor"] = feature_fd(test_f, train_f)
-    result.update(prdc(test_f, fake_f))
+    if min(len(test_f), len(fake_f)) > PRDC_NEIGHBOURS:
+        result.update(prdc(test_f, fake_f, k_dc=PRDC_NEIGHBOURS))
+    else:  # a tiny test split: the k-NN balls need more neighbours than there are
+        result.update(dict.fromkeys(("precision", "recall", "density", "coverage")))
     return result
 
 
