@@ -196,3 +196,24 @@ def test_an_image_folder_reads_groups_csv_for_audits(tmp_path):
     (tmp_path / "img" / "groups.csv").write_text("index,group\n0,1\n")
     with pytest.raises(GenlabError, match="no group for 9"):
         load_dataset(tmp_path / "img")
+
+
+def test_fit_of_a_dbvae_draws_by_its_own_weights_as_the_cli_does(tmp_path, capsys):
+    """genlab.fit(DBVAE) and genlab train dbvae are one route: the same seed gives the same weights, bit for bit."""
+    from genlab import TrainConfig, fit, load_run
+
+    args = ["--net", "mlp", "--hidden", "32", "--latent-dim", "2", "--epochs", "2", "--batch-size", "256",
+            "--val-fraction", "0", "--no-progress"]
+    assert main(["train", "dbvae", "--data", "digits", "--out", str(tmp_path / "cli"), *args]) == 0
+    cli = load_run(tmp_path / "cli")
+    data = load_dataset("digits")
+    torch.manual_seed(0)  # the CLI seeds the initial weights with the training seed (0)
+    model = DBVAE(DBVAEConfig.for_data(data.meta, net="mlp", hidden=(32,), latent_dim=2))
+    run = fit(model, data, TrainConfig.from_dict(cli.config["train"]), progress=False)
+    ess = [r["sampling_ess"] for r in run.history if r.get("kind") == "epoch"]
+    assert ess == [r["sampling_ess"] for r in cli.history if r.get("kind") == "epoch"] and ess[0] < len(data.train.x)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, cli.model.state_dict()[name]), name
+    jtt = DBVAE(DBVAEConfig.for_data(data.meta, reweight="jtt"))
+    with pytest.raises(GenlabError, match="fit_debiased"):
+        fit(jtt, data, TrainConfig(epochs=1), progress=False)

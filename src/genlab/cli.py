@@ -12,6 +12,7 @@ from pathlib import Path
 
 from genlab import files
 from genlab.errors import GenlabError, TrainingInterrupted
+from genlab.models import base
 from genlab.models.base import CONDITIONAL, ENCODES, POSTERIOR, REWEIGHTS, can
 
 MAX_SAMPLE_VALUES = 2**28  # 1 GiB of float32
@@ -375,16 +376,15 @@ class _TrainingPlan:
 
     def check(self) -> None:
         """Every check the start of `fit` makes (for --nproc: before the processes are launched)."""
-        from genlab import debias, runs
+        from genlab import runs
         from genlab.train import check_start
 
         runs.RunLock(self.out).check()  # the processes would each find the lock taken
         if can(self.model, REWEIGHTS) and self.model.config.reweight == "jtt":  # weights from a first model
             runs.check_run_dir(self.out, resume=self.resume, force=self.force)
             return
-        weights = debias.weights_function(self.model) if can(self.model, REWEIGHTS) else self.weights
         check_start(self.model, self.data, self.config, self.out, resume=self.resume, force=self.force,
-                    weights=weights, processes=self.processes)
+                    weights=self.weights, processes=self.processes)
 
 
 def _training_plan(args) -> _TrainingPlan:
@@ -552,17 +552,17 @@ def cmd_reconstruct(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from genlab.metrics import evaluate
+    from genlab.metrics.likelihood import evaluate, measurable
     from genlab.runs import load_run
 
     run = load_run(args.run)
     data = run.load_data()
     split = data.split(args.split)
     result = {}
-    if can(run.model, ENCODES):  # likelihood metrics for models with an encoder; a GAN has none
+    if measurable(run.model):  # a density or reconstructions; a GAN has neither
         result = evaluate(run.model, split.x, kind=data.meta.kind, importance_samples=args.importance_samples,
                           batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
-    if args.quality or not can(run.model, ENCODES):  # a model that only generates is judged by its samples
+    if args.quality or not measurable(run.model):  # a model that only generates is judged by its samples
         from genlab.metrics.quality import quality
 
         result.update(quality(run.model, data, seed=args.seed, progress=not args.no_progress))
@@ -755,7 +755,7 @@ def cmd_audit(args) -> None:
     if not can(run.model, REWEIGHTS):
         raise GenlabError(f"audit reads a DB-VAE run (genlab train dbvae); '{args.run}' is a {run.family}.")
     data = run.load_data()
-    codes = debias.encode_means(run.model, data.train.x)  # the training codes, encoded once for both
+    codes = base.codes(run.model, data.train.x).numpy()  # the training codes, encoded once for both
     result = debias.audit(run.model, data, run.history, codes)
     result["pictures"] = report.save_audit_pictures(run.model, data, run.history, run.path, args.top, codes)
     files.write_text(run.path / "audit.json", files.dumps(result, indent=1) + "\n")

@@ -5,34 +5,23 @@ from __future__ import annotations
 import torch
 
 from genlab.errors import GenlabError
-from genlab.models.base import POSTERIOR, can
+from genlab.models.base import POSTERIOR, can, codes, evaluating
+
+encode = codes  # the code of each input: the posterior mean for a VAE, the code for an AE. (N, latent_dim)
 
 
 @torch.no_grad()
-def encode(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """The code of each input: the posterior mean for a VAE, the code for an AE. (N, latent_dim)"""
-    model.eval()
-    codes = []
-    for i in range(0, len(x), batch_size):
-        out = model.encode(x[i : i + batch_size].to(model.device))
-        codes.append((out.loc if can(model, POSTERIOR) else out).cpu())
-    return torch.cat(codes)
-
-
-@torch.no_grad()
-def kl_per_dimension(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Mean over the data of KL(q(z_d | x) || N(0, 1)) for each latent dimension d: (latent_dim,) nats.
+def kl_per_dimension(model, x: torch.Tensor, batch_size: int = 500, seed: int = 0) -> torch.Tensor:
+    """Mean over the data of KL(q(z_d | x) || p(z_d)) for each latent dimension d: (latent_dim,) nats.
 
     Dimensions with near-zero KL carry no information about x (collapsed); the largest are the ones to look at.
     """
     if not can(model, POSTERIOR):
         raise GenlabError(f"per-dimension KL needs an encoder with a posterior (a VAE); this is a {model.family}.")
-    model.eval()
-    total = None
-    for i in range(0, len(x), batch_size):
-        q = model.encode(x[i : i + batch_size].to(model.device))
-        kl = (0.5 * (q.loc**2 + q.scale**2 - 1 - 2 * torch.log(q.scale))).sum(0).cpu()
-        total = kl if total is None else total + kl
+    with evaluating(model), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the VampPrior's Monte Carlo draws
+        total = sum(model.kl_per_dimension(x[i : i + batch_size].to(model.device)).sum(0).cpu()
+                    for i in range(0, len(x), batch_size))
     return total / len(x)
 
 
@@ -58,8 +47,8 @@ def traverse(model, code: torch.Tensor, dims: list[int], span: float = 3.0, step
     z = code.repeat(len(dims) * steps, 1)
     for row, d in enumerate(dims):
         z[row * steps : (row + 1) * steps, d] = values
-    model.eval()
-    return model.decode_mean(z.to(model.device)).cpu()
+    with evaluating(model):
+        return model.decode_mean(z.to(model.device)).cpu()
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -79,8 +68,8 @@ def interpolate(model, z_from: torch.Tensor, z_to: torch.Tensor, steps: int = 10
         raise GenlabError(f"an interpolation needs at least 2 steps, not {steps}.")
     t = torch.linspace(0, 1, steps)
     z = slerp(z_from, z_to, t) if spherical else (1 - t[:, None]) * z_from + t[:, None] * z_to
-    model.eval()
-    return model.decode_mean(z.to(model.device)).cpu()
+    with evaluating(model):
+        return model.decode_mean(z.to(model.device)).cpu()
 
 
 def map_2d(codes: torch.Tensor, method: str = "pca", seed: int = 0) -> torch.Tensor:

@@ -25,9 +25,6 @@ class Bernoulli(nn.Module):
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
 
-    def sample(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.bernoulli(torch.sigmoid(logits))
-
     def check_data(self, x: torch.Tensor) -> None:
         if x.min() < 0 or x.max() > 1:
             raise GenlabError(
@@ -50,9 +47,6 @@ class Gaussian(nn.Module):
             self.register_buffer("log_scale", log_scale)
         self.min_log_scale = math.log(min_scale)
 
-    def scale(self) -> torch.Tensor:
-        return self.log_scale.clamp(min=self.min_log_scale).exp()
-
     def log_prob(self, mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """mean, x: (B, *shape) -> (B,) nats."""
         log_scale = self.log_scale.clamp(min=self.min_log_scale)
@@ -61,9 +55,6 @@ class Gaussian(nn.Module):
 
     def mean(self, mean: torch.Tensor) -> torch.Tensor:
         return mean
-
-    def sample(self, mean: torch.Tensor) -> torch.Tensor:
-        return mean + self.scale() * torch.randn_like(mean)
 
     def check_data(self, x: torch.Tensor) -> None:
         pass

@@ -44,6 +44,7 @@ import torch
 
 from genlab.errors import GenlabError
 from genlab.files import write_text
+from genlab.models.base import codes
 
 SCORES = ("auto", "recon", "elbo", "iwae", "latent_density", "likelihood_ratio", "complexity", "typicality",
           "capped_elbo")
@@ -189,10 +190,10 @@ class OutlierDetector:
         if score == "latent_density":
             from sklearn.mixture import GaussianMixture
 
-            codes = _codes(self.model_, x)
-            k = max(1, min(self.mixture_components, len(codes) // 20))
+            z = codes(self.model_, x).double().numpy()
+            k = max(1, min(self.mixture_components, len(z) // 20))
             mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=self.seed)
-            self.mixture_ = mixture.fit(codes)
+            self.mixture_ = mixture.fit(z)
         if score in ("typicality", "capped_elbo"):
             self.train_elbo_ = _finite(self._elbo(self.model_, x))
             self.elbo_cap_ = float(np.quantile(self.train_elbo_, CAP_QUANTILE))
@@ -254,13 +255,13 @@ class OutlierDetector:
     def _raw_scores(self, x: torch.Tensor) -> np.ndarray:
         s, m = self.score_, self.model_
         if s == "recon":
-            return _batched(x, lambda b: m.likelihood.log_prob(m.decode(_mean_code(m, b)), b))
+            return _batched(x, lambda b: m.likelihood.log_prob(m.decode(m.code(b)), b))
         if s == "elbo":
             return self._elbo(m, x)
         if s == "iwae":
             return _batched(x, lambda b: m.log_likelihood(b, self.importance_samples), self.seed)
         if s == "latent_density":
-            return self.mixture_.score_samples(_codes(m, x))
+            return self.mixture_.score_samples(codes(m, x).double().numpy())
         if s == "likelihood_ratio":
             return self._elbo(m, x) - self._elbo(self.background_, x)
         if s == "complexity":
@@ -356,15 +357,6 @@ def _batched(x: torch.Tensor, fn, seed: int | None = None, batch_size: int = 500
         if seed is not None:
             torch.manual_seed(seed)
         return torch.cat([fn(x[i : i + batch_size]).double().cpu() for i in range(0, len(x), batch_size)]).numpy()
-
-
-def _mean_code(model, x: torch.Tensor) -> torch.Tensor:
-    code = model.encode(x)
-    return code.loc if hasattr(code, "loc") else code
-
-
-def _codes(model, x: torch.Tensor) -> np.ndarray:
-    return _batched(x, lambda b: _mean_code(model, b))
 
 
 def png_bits(x: torch.Tensor) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from genlab import files
+from genlab.models import base
 from genlab.models.base import ENCODES, POSTERIOR, REWEIGHTS, can
 from genlab.pictures import (
     _pyplot,
@@ -58,8 +59,10 @@ def save_audit_pictures(model, data, history: list[dict], path: Path, top: int =
 
     path = Path(path)
     train = data.train
-    codes = debias.encode_means(model, train.x) if codes is None else codes
-    weights = debias.model_weights(model, train, codes)
+    codes = base.codes(model, train.x).numpy() if codes is None else codes
+    weights = debias.final_weights(model, train, codes)
+    if weights is None:
+        weights = np.full(len(codes), 1 / len(codes))
     order = np.argsort(-weights)
     out = {}
     if data.meta.kind == "image":
@@ -123,7 +126,7 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
     import tempfile
 
     from genlab import latent
-    from genlab.metrics import evaluate
+    from genlab.metrics.likelihood import evaluate, measurable
 
     model, path = run.model, Path(run.path)
     data = data or run.load_data()
@@ -132,10 +135,11 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if can(model, ENCODES):
+        if measurable(model):
             metrics = evaluate(model, test.x, kind=kind, importance_samples=importance_samples, progress=progress)
-            note = (f'<p class="note">nll_nats is the IWAE bound with K = {importance_samples}; genlab evaluate '
-                    "--importance-samples 1000 gives the number to compare across papers.</p>")
+            note = (f'<p class="note">nll_nats is -log p(x): exact where the model has it, else the IWAE bound with '
+                    f"K = {importance_samples}; genlab evaluate --importance-samples 1000 gives the number to compare "
+                    "across papers.</p>")
         else:
             from genlab.metrics.quality import quality
 
@@ -198,9 +202,9 @@ def _audit_section(run, data, tmp: Path) -> tuple[str, str]:
     """The DB-VAE audit (genlab audit) as a table and pictures."""
     import json
 
-    from genlab.debias import audit, encode_means
+    from genlab.debias import audit
 
-    codes = encode_means(run.model, data.train.x)
+    codes = base.codes(run.model, data.train.x).numpy()
     result = audit(run.model, data, run.history, codes)
     pictures = save_audit_pictures(run.model, data, run.history, tmp, 32, codes)
     rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else (f"{v:.4f}" if isinstance(v, float) else v))

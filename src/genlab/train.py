@@ -31,7 +31,8 @@ from genlab.configs import build_config
 from genlab.data.core import Dataset, Split, augment
 from genlab.distributed import World
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
-from genlab.models.base import MAX_LR, VALIDATES, can
+from genlab.models.base import MAX_LR, REWEIGHTS, VALIDATES, can
+from genlab.sampling import check_weights, effective_sample_size, epoch_order
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -118,32 +119,6 @@ def learning_rate_factor(schedule: str, step: int, total_steps: int) -> float:
     return 1.0
 
 
-def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None) -> torch.Tensor:
-    """The example order of one epoch: a permutation, or n weighted draws with replacement.
-
-    Seeded by (seed, epoch) alone, so any epoch's order can be rebuilt without replaying the ones before.
-    """
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    if weights is None:
-        return torch.randperm(n, generator=g)
-    return torch.multinomial(weights.double(), n, replacement=True, generator=g)
-
-
-def effective_sample_size(weights) -> float:
-    """(sum w)^2 / sum w^2: N for uniform weights, 1 when one example holds all the weight."""
-    w = np.asarray(weights, np.float64)
-    return float(w.sum() ** 2 / (w**2).sum())
-
-
-def check_weights(weights: torch.Tensor, n: int) -> torch.Tensor:
-    weights = torch.as_tensor(weights, dtype=torch.float64).flatten().cpu()
-    if len(weights) != n:
-        raise GenlabError(f"got {len(weights)} sampling weights for {n} training examples; give one per example.")
-    if not torch.isfinite(weights).all() or (weights < 0).any() or weights.max() <= 0:
-        raise GenlabError("sampling weights must be finite, non-negative and not all zero.")
-    return weights / weights.max()  # only their ratios count; 1e308s would overflow a sum
-
-
 @dataclass
 class _State:
     step: int = 0
@@ -198,9 +173,11 @@ def fit(
     """Train `model` on `data.train`; with `out`, write and checkpoint a run directory there.
 
     weights: per-example sampling weights for the training split (a tensor), or a function
-    (model, train split) -> weights called at the start of every epoch; rare examples drawn more often.
+    (model, train split) -> weights (None: uniform) called at the start of every epoch; rare examples drawn more
+    often. Without them, a model that REWEIGHTS draws by its own `sampling_weights`.
     """
     config = config or TrainConfig(**getattr(model, "train_defaults", {}))
+    weights = _weights_source(model, weights)
     world, device = World.from_environment(resolve_device(config.device))
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(world.close)
@@ -222,10 +199,10 @@ def check_start(model, data: Dataset, config: TrainConfig, out=None, *, resume: 
     if config.tensorboard:
         _tensorboard_writer_class(out)
     first_weights = None
+    weights = _weights_source(model, weights)
     if callable(weights):
         if not resume:  # a resumed run recomputes them for the epoch it continues
-            first_weights = check_weights(weights(model, train), len(train))
-            model.train()
+            first_weights = _epoch_weights(weights, model, train)
     elif weights is not None:
         weights = check_weights(weights, len(data.train))
     run_config = {
@@ -246,6 +223,20 @@ def check_start(model, data: Dataset, config: TrainConfig, out=None, *, resume: 
     elif resume:
         raise GenlabError("resume needs the run directory (out) to resume from.")
     return run_config, first_weights
+
+
+def _weights_source(model, weights: Weights) -> Weights:
+    """The weights given, or (none given) the model's own when it REWEIGHTS."""
+    if weights is None and can(model, REWEIGHTS):
+        return lambda m, split: m.sampling_weights(split)
+    return weights
+
+
+def _epoch_weights(weights, model, split: Split) -> torch.Tensor | None:
+    """An epoch's weights from a weights function, checked; None for uniform draws."""
+    w = weights(model, split)
+    model.train()
+    return None if w is None else check_weights(w, len(split))
 
 
 def _check_checkpoint(file: Path, config: TrainConfig, processes: int) -> None:
@@ -358,8 +349,7 @@ def _fit(model, data, config, out, resume, force, weights, progress, world: Worl
                 if first_weights is not None:  # computed (and checked) before the run folder was touched
                     w, first_weights = first_weights, None
                 elif callable(weights):
-                    w = check_weights(weights(model, train), n)
-                    model.train()
+                    w = _epoch_weights(weights, model, train)
                 if w is not None:
                     ess = effective_sample_size(w.numpy())
                     if ess < 0.05 * n and world.main:

@@ -13,7 +13,6 @@ import torch
 from genlab.configs import build_config
 from genlab.errors import GenlabError
 
-KINDS = ("image", "tabular", "points")
 BINARIZE = ("none", "static", "dynamic")
 COLORS = ("auto", "gray", "rgb")
 STREAM = ("auto", "always", "never")
@@ -34,10 +33,6 @@ class DatasetMeta:
     loc: tuple[float, ...] | None = None  # standardisation of tabular data (train mean, std)
     std: tuple[float, ...] | None = None
     groups: tuple[str, ...] = ()  # names of the group ids (hidden nuisances), for reports only
-
-    @property
-    def dim(self) -> int:
-        return int(np.prod(self.shape))
 
 
 @dataclass

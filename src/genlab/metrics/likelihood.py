@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genlab.errors import GenlabError
-from genlab.models.base import DENSITY, can
+from genlab.models.base import DENSITY, POSTERIOR, RECONSTRUCTS, can, codes, evaluating
 
 
 def bits_per_dim(nll_nats: float, dim: int, dequantized_bits: int | None = None) -> float:
@@ -40,13 +40,19 @@ def _dequantize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (k + torch.rand(x.shape, generator=generator)) / 256
 
 
+def measurable(model) -> bool:
+    """Whether `evaluate` applies: the model gives a density or reconstructions (its evaluation_terms)."""
+    return can(model, DENSITY) or can(model, RECONSTRUCTS)
+
+
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples: int = 1000, batch_size: int = 100,
              seed: int = 0, progress: bool = True) -> dict:
-    """Per-dataset means of the likelihood metrics of a trained AE or VAE on inputs x (N, *shape).
+    """Per-dataset means of a model's evaluation terms on inputs x (N, *shape), and what follows from them.
 
-    Keys: elbo_nats, nll_nats (IWAE bound with `importance_samples`), bits_per_dim, recon_loss, kl_nats,
-    active_units (VAE); recon_loss (AE). Monte Carlo parts are seeded.
+    Keys: the model's `evaluation_terms` (nll_nats for a density, with the IWAE bound's `importance_samples` for
+    a VAE; recon_loss for reconstructions; elbo_nats and kl_nats for a VAE), bits_per_dim, dequantized and
+    importance_samples with nll_nats, active_units for a posterior, n. Monte Carlo parts are seeded.
     """
     if len(x) == 0:
         raise GenlabError("there are no examples to evaluate.")
@@ -54,49 +60,37 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
         raise GenlabError(f"batch_size must be a positive integer, not {batch_size}.")
     if importance_samples < 1:
         raise GenlabError(f"importance_samples must be a positive integer, not {importance_samples}.")
+    if not measurable(model):
+        raise GenlabError(f"a {model.family} has no likelihood or reconstruction to evaluate; judge it by its "
+                          "samples (genlab evaluate --quality).")
     model.check_data(x)
-    model.eval()
     device = model.device
     generator = torch.Generator().manual_seed(seed)
     binary = _is_binary(x if torch.is_tensor(x) else x[:256])  # data streamed from disk: a first batch
-    dequantized = 8 if model.likelihood.continuous and kind == "image" and not binary else None
-    rng_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    sums = {"recon_loss": 0.0, "kl_nats": 0.0, "elbo_nats": 0.0, "nll_nats": 0.0}
-    means = []
-    is_vae = can(model, DENSITY)
-    try:
+    density = can(model, DENSITY)
+    dequantized = 8 if density and model.continuous and kind == "image" and not binary else None
+    sums: dict[str, float] = {}
+    with evaluating(model), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         bar = tqdm(total=len(x), disable=not progress, file=sys.stderr, desc="evaluate", unit="ex")
         with bar:
             for i in range(0, len(x), batch_size):
                 xb = x[i : i + batch_size]
                 if dequantized:
                     xb = _dequantize(xb, generator)
-                xb = xb.to(device)
-                if is_vae:
-                    recon, kl, posterior = model.elbo_terms(xb)
-                    means.append(posterior.loc.cpu())
-                    sums["recon_loss"] += -recon.sum().item()
-                    sums["kl_nats"] += kl.sum().item()
-                    sums["elbo_nats"] += (recon - kl).sum().item()
-                    sums["nll_nats"] += -model.log_likelihood(xb, importance_samples).sum().item()
-                else:
-                    sums["recon_loss"] += model.reconstruction_loss(xb).sum().item()
+                for key, value in model.evaluation_terms(xb.to(device), importance_samples).items():
+                    sums[key] = sums.get(key, 0.0) + value.double().sum().item()
                 bar.update(len(xb))
-    finally:
-        torch.set_rng_state(rng_state)
     n = len(x)
-    dim = int(x[0].numel())
-    if not is_vae:
-        return {"recon_loss": sums["recon_loss"] / n, "n": n}
     result = {k: v / n for k, v in sums.items()}
-    result["importance_samples"] = importance_samples
-    binary_bernoulli = not model.likelihood.continuous and binary
-    if binary_bernoulli or dequantized:
-        result["bits_per_dim"] = bits_per_dim(result["nll_nats"], dim, dequantized)
-    else:
-        result["bits_per_dim"] = None  # a Bernoulli decoder on grey pixels, or a density on tabular data
-    result["dequantized"] = bool(dequantized)
-    result["active_units"] = active_units(torch.cat(means))
+    if density:
+        result["importance_samples"] = importance_samples
+        if (not model.continuous and binary) or dequantized:
+            result["bits_per_dim"] = bits_per_dim(result["nll_nats"], int(x[0].numel()), dequantized)
+        else:
+            result["bits_per_dim"] = None  # a Bernoulli decoder on grey pixels, or a density on tabular data
+        result["dequantized"] = bool(dequantized)
+    if can(model, POSTERIOR):
+        result["active_units"] = active_units(codes(model, x))
     result["n"] = n
     return result

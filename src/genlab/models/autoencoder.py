@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genlab.models.base import RECONSTRUCTS, LatentConfig, LatentModel, Objective
+from genlab.models.base import RECONSTRUCTS, LatentConfig, LatentModel, Objective, codes
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,15 @@ class AE(LatentModel):
         """x: (B, *input_shape) -> z: (B, latent_dim)."""
         return self.encoder(x)
 
+    code = encode
+
     def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
         """-log p(x | decode(encode(x))): (B,) nats."""
         return -self.likelihood.log_prob(self.decode(self.encode(x)), x)
+
+    @torch.no_grad()
+    def evaluation_terms(self, x: torch.Tensor, importance_samples: int = 0) -> dict[str, torch.Tensor]:
+        return {"recon_loss": self.reconstruction_loss(x)}
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,9 +56,9 @@ class AE(LatentModel):
 
     @torch.no_grad()
     def fit_end(self, x: torch.Tensor, batch_size: int = 1000) -> None:
-        codes = torch.cat([self.encode(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).double()
-        mean = codes.mean(0)
-        cov = torch.cov(codes.T).reshape(len(mean), len(mean)) if len(codes) > 1 else torch.eye(len(mean))
+        z = codes(self, x, batch_size).double()
+        mean = z.mean(0)
+        cov = torch.cov(z.T).reshape(len(mean), len(mean)) if len(z) > 1 else torch.eye(len(mean), dtype=z.dtype)
         cov = cov + 1e-6 * torch.eye(len(mean), dtype=cov.dtype)
         self.code_mean.copy_(mean.float())
         self.code_cholesky.copy_(torch.linalg.cholesky(cov).float())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,19 +17,44 @@ from genlab.likelihoods import LIKELIHOODS, build_likelihood
 # What a model can do. Each family declares its set in `capabilities`; tools ask `can(model, ...)`, never the
 # family's name or hasattr, so a new family works in every tool that needs only what it declares.
 GENERATES = "generates"  # sample(n, generator=None) -> (n, *input_shape) in data units
-ENCODES = "encodes"  # encode(x), decode(z), decode_mean(z), reconstruct(x); config.latent_dim
+ENCODES = "encodes"  # encode(x), code(x) -> (B, latent_dim), decode(z), decode_mean(z), reconstruct(x); latent_dim
 POSTERIOR = "posterior"  # encode(x) is q(z | x), a Normal whose prior is centred at 0 (per-dimension KL, traversals)
-DENSITY = "density"  # log_likelihood(x, importance_samples) -> (B,) nats; elbo_terms(x) -> (recon, kl, posterior)
+# log_likelihood(x, importance_samples) -> (B,) nats, exact or a bound that tightens with importance_samples;
+# `continuous`: True when that is a density over real values (8-bit images are then dequantized to evaluate it)
+DENSITY = "density"
 RECONSTRUCTS = "reconstructs"  # reconstruction_loss(x) -> (B,) nats
+# DENSITY and RECONSTRUCTS models also give evaluation_terms(x, importance_samples) -> {name: (B,) nats}, the
+# per-example numbers `genlab evaluate` averages: nll_nats (DENSITY), recon_loss (RECONSTRUCTS), and whatever
+# else the family can say (a VAE: elbo_nats, kl_nats)
 VALIDATES = "validates"  # validation_loss(x, importance_samples) -> (B,) nats: model selection on held-out data
 CLASSIFIES = "classifies"  # predict(x) -> (B,) labels
-REWEIGHTS = "reweights"  # makes its own per-example sampling weights (debiasing): genlab audit reads them
+REWEIGHTS = "reweights"  # sampling_weights(split) -> (N,) or None: the trainer draws each epoch's examples by them
 CONDITIONAL = "conditional"  # sample(n, generator, labels=k) generates class k
 
 
 def can(model, capability: str) -> bool:
     """Whether `model` declared `capability` (one of the names above)."""
     return capability in getattr(model, "capabilities", frozenset())
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """`model` in eval mode for the block, its train/eval mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def codes(model, x, batch_size: int = 500) -> torch.Tensor:
+    """The code of every input (a model that ENCODES; the posterior mean of a VAE), in batches, in eval mode:
+    (N, latent_dim) on the CPU. x may be data streamed from disk."""
+    with evaluating(model):
+        return torch.cat([model.code(torch.as_tensor(x[i : i + batch_size]).to(model.device)).cpu()
+                          for i in range(0, len(x), batch_size)])
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +22,7 @@ from genlab.errors import GenlabError
 from genlab.models import base
 from genlab.models.base import _check
 from genlab.models.vae import VAE, VAEConfig
+from genlab.sampling import latent_weights
 
 REWEIGHTS = ("latent", "jtt", "none", "oracle")
 AGGREGATES = ("max", "product", "joint")
@@ -82,6 +84,26 @@ class DBVAE(VAE):
     def predict(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """(B,) predicted classes."""
         return torch.cat([self.logits(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+    def sampling_weights(self, split, codes_of_split: np.ndarray | None = None) -> np.ndarray | None:
+        """The weights its config asks for on a split (the trainer calls this on the training split at the start
+        of every epoch); None for uniform draws. `codes_of_split`: the split's latent means when already known."""
+        c = self.config
+        if c.reweight == "latent":
+            mask = self.vae_mask(split.y).numpy()
+            z = base.codes(self, split.x).numpy() if codes_of_split is None else codes_of_split
+            w = np.ones(len(z))  # classes without the VAE term keep their natural frequency
+            w[mask] = latent_weights(z[mask], c.bins, c.alpha, c.aggregate, c.temper) * mask.sum()
+            return w / w.sum()
+        if c.reweight == "oracle":
+            if split.group is None:
+                raise GenlabError("oracle reweighting needs group labels; this data has none.")
+            g = split.group.numpy()
+            return 1.0 / np.bincount(g)[g]
+        if c.reweight == "jtt":
+            raise GenlabError("JTT upweights the errors of a first model trained before this one: train it with "
+                              "genlab.debias.fit_debiased (as genlab train dbvae --reweight jtt does).")
+        return None
 
     def vae_mask(self, y: torch.Tensor) -> torch.Tensor:
         if not self.config.vae_classes:

@@ -76,6 +76,10 @@ class VAE(LatentModel):
         """x: (B, *input_shape) -> q(z | x), a Normal with loc and scale of shape (B, latent_dim)."""
         return self._posterior(self.encoder(x))
 
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of q(z | x): (B, latent_dim)."""
+        return self.encode(x).loc
+
     def _posterior(self, out: torch.Tensor) -> Normal:
         mu, log_var = out[..., : 2 * self.config.latent_dim].chunk(2, dim=-1)
         return Normal(mu, torch.exp(0.5 * log_var), validate_args=False)
@@ -103,6 +107,18 @@ class VAE(LatentModel):
         mixture = self.encode(self.pseudo_inputs())  # K components, each (latent_dim,)
         log_components = mixture.log_prob(z.unsqueeze(-2)).sum(-1)  # (..., K)
         return torch.logsumexp(log_components, dim=-1) - math.log(self.config.pseudo_inputs)
+
+    def kl_per_dimension(self, x: torch.Tensor, samples: int = 10) -> torch.Tensor:
+        """KL(q(z_d | x) || p(z_d)) for each latent dimension d: (B, latent_dim) nats. Closed form for the Normal
+        prior; for the VampPrior, Monte Carlo (`samples` draws) against its marginal p(z_d), a 1-D mixture."""
+        posterior = self.encode(x)
+        if self.config.prior == "normal":
+            mu, var = posterior.loc, posterior.scale**2
+            return 0.5 * (mu**2 + var - 1.0 - torch.log(var))
+        z = self.reparameterize(posterior, samples)  # (S, B, L)
+        mixture = self.encode(self.pseudo_inputs())  # (K, L) per-dimension components
+        log_marginal = torch.logsumexp(mixture.log_prob(z.unsqueeze(-2)), dim=-2) - math.log(self.config.pseudo_inputs)
+        return (posterior.log_prob(z) - log_marginal).mean(0)
 
     def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x | z) for x: (B, *input_shape), z: (S, B, latent_dim) -> (S, B) nats."""
@@ -150,6 +166,17 @@ class VAE(LatentModel):
             weights.append(self.log_weights(x, min(chunk, importance_samples - start)))
         return torch.logsumexp(torch.cat(weights, 1), dim=1) - math.log(importance_samples)
 
+    @property
+    def continuous(self) -> bool:
+        return self.likelihood.continuous
+
+    @torch.no_grad()
+    def evaluation_terms(self, x: torch.Tensor, importance_samples: int = 1000) -> dict[str, torch.Tensor]:
+        """-E_q[log p(x|z)], KL, the ELBO and the IWAE estimate of -log p(x), each (B,) nats."""
+        recon, kl, _ = self.elbo_terms(x)
+        return {"recon_loss": -recon, "kl_nats": kl, "elbo_nats": recon - kl,
+                "nll_nats": -self.log_likelihood(x, importance_samples)}
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws z ~ p(z), decoded to E[x | z]: (n, *input_shape)."""
@@ -175,15 +202,18 @@ class VAE(LatentModel):
         return {"loss": loss, "recon_loss": -recon.mean().detach(), "kl_nats": kl.mean().detach()}
 
     def kl_weight(self) -> float:
-        """The KL weight of this training step: beta, ramped up over the warm-up steps (counted here)."""
+        """The KL weight of this training step: beta, ramped up over the warm-up steps (step k of them: k / steps)."""
         c = self.config
         if c.kl_warmup_steps and self.training:
-            self.steps_trained += 1
-            return c.beta * min(1.0, self.steps_trained.item() / c.kl_warmup_steps)
+            return c.beta * min(1.0, (self.steps_trained.item() + 1) / c.kl_warmup_steps)
         return c.beta
 
+    def count_step(self) -> None:
+        """After each optimiser step: one more step towards the end of the KL warm-up."""
+        self.steps_trained += 1
+
     def objectives(self) -> list[Objective]:
-        return [Objective("vae", list(self.parameters()), self.loss)]
+        return [Objective("vae", list(self.parameters()), self.loss, after_step=self.count_step)]
 
     @torch.no_grad()
     def validation_loss(self, x: torch.Tensor, importance_samples: int = 0) -> torch.Tensor:
