@@ -61,7 +61,7 @@ def test_the_estimator_contract(digits):
         OutlierDetector(contamination=0.7).fit(x)
     with pytest.raises(GenlabError, match="20 of 20 rows with NaN"):
         OutlierDetector().fit(np.full((20, 3), np.nan))
-    with pytest.raises(GenlabError, match="needs a VAE"):
+    with pytest.raises(GenlabError, match="needs a density"):
         OutlierDetector(model="ae", score="elbo").fit(x)
 
 

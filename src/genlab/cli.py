@@ -12,7 +12,7 @@ from pathlib import Path
 
 from genlab import files
 from genlab.errors import GenlabError, TrainingInterrupted
-from genlab.models import base
+from genlab.models import FAMILIES, base
 from genlab.models.base import CONDITIONAL, ENCODES, POSTERIOR, REWEIGHTS, can
 
 MAX_SAMPLE_VALUES = 2**28  # 1 GiB of float32
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON object")
 
     t = sub.add_parser("train", help="train a model and write a run directory")
-    t.add_argument("family", choices=["ae", "vae", "gan", "dbvae"], help="model family")
+    t.add_argument("family", choices=list(FAMILIES), help="model family")
     t.add_argument("--data", required=False, help="built-in dataset name or a file/folder path")
     t.add_argument("--out", help="run directory (default runs/FAMILY_DATA)")
     t.add_argument("--config", help="JSON file with 'model', 'data' and 'train' sections; flags override it")

@@ -44,14 +44,13 @@ import torch
 
 from genlab.errors import GenlabError
 from genlab.files import write_text
-from genlab.models.base import codes
+from genlab.models.base import CLASSIFIES, DENSITY, ENCODES, can, codes
 
 SCORES = ("auto", "recon", "elbo", "iwae", "latent_density", "likelihood_ratio", "complexity", "typicality",
           "capped_elbo")
 AUTO_SCORE = {"image": "capped_elbo", "tabular": "elbo"}  # chosen by benchmarks/outliers.py (README)
-MODELS = ("vae", "ae")
 AUTO_STEPS = 2000
-NEEDS_VAE = ("elbo", "iwae", "likelihood_ratio", "complexity", "typicality", "capped_elbo")
+NEEDS_CODES = ("recon", "latent_density")  # an encoder and decoder (ENCODES); every other score needs a DENSITY
 CAP_QUANTILE, CAP_SLOPE = 0.99, 10.0
 ROUNDOFF = 1e-6  # a column's spread below this share of its size is float32 round-off, not variation
 MAX_SIGMAS = 100.0  # far beyond N(0, 1) (p < 1e-2000) yet small enough for float32 networks
@@ -94,26 +93,41 @@ class OutlierDetector:
 
     # ------------------------------------------------------------------------------------------ fitting
 
+    def _model_class(self):
+        """The family's model class; a family that scores inputs (a density or codes) and needs no labels."""
+        from genlab.models import FAMILIES
+
+        usable = [name for name, (cls, _) in FAMILIES.items()
+                  if (can(cls, DENSITY) or can(cls, ENCODES)) and not can(cls, CLASSIFIES)]
+        if self.model not in usable:
+            raise GenlabError(f"model must be one of {', '.join(usable)}, not '{self.model}'.")
+        return FAMILIES[self.model]
+
     def _check_params(self, kind: str) -> str:
-        if self.model not in MODELS:
-            raise GenlabError(f"model must be one of {', '.join(MODELS)}, not '{self.model}'.")
+        model_cls, _ = self._model_class()
         if self.score not in SCORES:
             raise GenlabError(f"score must be one of {', '.join(SCORES)}, not '{self.score}'.")
         if not 0 < self.contamination < 0.5:
             raise GenlabError(f"contamination must be in (0, 0.5), not {self.contamination}.")
         if not 0 < self.background_noise < 1:
             raise GenlabError(f"background_noise must be in (0, 1), not {self.background_noise}.")
-        score = AUTO_SCORE[kind] if self.score == "auto" else self.score
-        if self.model == "ae" and score in NEEDS_VAE:
-            score = "recon" if self.score == "auto" else score
-            if score in NEEDS_VAE:
-                raise GenlabError(f"the {score} score needs a VAE; an autoencoder offers recon and latent_density.")
+        if self.score != "auto":
+            score = self.score
+        else:
+            score = AUTO_SCORE[kind] if can(model_cls, DENSITY) else "recon"
+        if score in NEEDS_CODES and not can(model_cls, ENCODES):
+            raise GenlabError(f"the {score} score needs an encoder; a {self.model} scores by its density (elbo, "
+                              "iwae, likelihood_ratio, typicality, capped_elbo, complexity).")
+        if score not in NEEDS_CODES and not can(model_cls, DENSITY):
+            raise GenlabError(f"the {score} score needs a density (a VAE, a flow); a {self.model} offers "
+                              f"{' and '.join(NEEDS_CODES)}.")
         return score
 
     def fit(self, X, y=None) -> OutlierDetector:
         """Train a model on X (images (N, C, H, W) / (N, H, W) in [0, 1], or a table (N, D)), set threshold_."""
+        import dataclasses
+
         from genlab.data.core import DatasetMeta
-        from genlab.models import AE, VAE, AEConfig, VAEConfig
         from genlab.train import TrainConfig
 
         x = self._as_inputs(X, fitting=True)
@@ -123,11 +137,13 @@ class OutlierDetector:
         self.mean_, self.scale_ = _standardisation(x) if kind == "tabular" else (None, None)
         x = self._model_units(x)
         meta = DatasetMeta(name="detector", kind=kind, shape=tuple(x.shape[1:]))
-        config_cls, model_cls = (VAEConfig, VAE) if self.model == "vae" else (AEConfig, AE)
+        model_cls, config_cls = self._model_class()
         options = {"net": self.net, "latent_dim": self.latent_dim or 16}
         if kind == "tabular":
             options = {"net": self.net, "latent_dim": self.latent_dim or min(8, max(2, x.shape[1] // 4)),
                        "hidden": (64,), "likelihood": "gaussian"}
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        options = {k: v for k, v in options.items() if k in fields}  # what this family's config has
         epochs = self.epochs or min(500, max(10, math.ceil(AUTO_STEPS / math.ceil(len(x) / self.batch_size))))
         train = TrainConfig(epochs=epochs, batch_size=self.batch_size, seed=self.seed, **QUIET_TRAINING)
         make = lambda: model_cls(config_cls.for_data(meta, **options))  # noqa: E731
@@ -147,8 +163,9 @@ class OutlierDetector:
         from genlab.train import TrainConfig
 
         run = run if isinstance(run, Run) else load_run(run)
-        if run.family not in MODELS:
-            raise GenlabError(f"outlier scores need an AE or a VAE; '{run.path}' is a {run.family}.")
+        if not (can(run.model, DENSITY) or can(run.model, ENCODES)) or can(run.model, CLASSIFIES):
+            raise GenlabError(f"outlier scores need a model with a density or an encoder that needs no labels; "
+                              f"'{run.path}' is a {run.family}.")
         det = cls(model=run.family, score=score, contamination=contamination, progress=progress, **params)
         data = data or run.load_data()
         det.kind_ = "image" if data.meta.kind == "image" else "tabular"
@@ -272,8 +289,9 @@ class OutlierDetector:
         return -np.abs(self._elbo(m, x) - self.train_elbo_.mean())  # |(-ELBO) - H|, H the mean training -ELBO
 
     def _elbo(self, model, x: torch.Tensor) -> np.ndarray:
-        """ELBO averaged over 10 posterior samples, with draws fixed by the seed."""
-        return _batched(x, lambda b: model.elbo(b, samples=10), self.seed)
+        """The model's quick log p(x): a VAE's ELBO averaged over 10 posterior samples, a flow's exact value;
+        draws fixed by the seed."""
+        return _batched(x, model.quick_log_likelihood, self.seed)
 
     # ------------------------------------------------------------------------------------------ inputs
 

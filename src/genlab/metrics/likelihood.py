@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genlab.errors import GenlabError
-from genlab.models.base import DENSITY, POSTERIOR, RECONSTRUCTS, can, codes, evaluating
+from genlab.models.base import DENSITY, EXACT, POSTERIOR, RECONSTRUCTS, can, codes, evaluating
 
 
 def bits_per_dim(nll_nats: float, dim: int, dequantized_bits: int | None = None) -> float:
@@ -83,8 +83,9 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
                 bar.update(len(xb))
     n = len(x)
     result = {k: v / n for k, v in sums.items()}
-    if density:
+    if density and not can(model, EXACT):
         result["importance_samples"] = importance_samples
+    if density:
         if (not model.continuous and binary) or dequantized:
             result["bits_per_dim"] = bits_per_dim(result["nll_nats"], int(x[0].numel()), dequantized)
         else:

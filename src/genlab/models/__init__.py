@@ -7,11 +7,12 @@ from genlab.errors import GenlabError
 from genlab.models.autoencoder import AE, AEConfig
 from genlab.models.base import LatentConfig, LatentModel, Objective
 from genlab.models.dbvae import DBVAE, DBVAEConfig
+from genlab.models.flow import Flow, FlowConfig
 from genlab.models.gan import GAN, GANConfig
 from genlab.models.vae import VAE, VAEConfig
 
 FAMILIES = {"ae": (AE, AEConfig), "vae": (VAE, VAEConfig), "gan": (GAN, GANConfig),
-            "dbvae": (DBVAE, DBVAEConfig)}
+            "dbvae": (DBVAE, DBVAEConfig), "flow": (Flow, FlowConfig)}
 
 
 def build_model(family: str, config: dict):
@@ -22,5 +23,5 @@ def build_model(family: str, config: dict):
     return model_cls(build_config(config_cls, config, family))
 
 
-__all__ = ["AE", "AEConfig", "DBVAE", "DBVAEConfig", "GAN", "GANConfig",
+__all__ = ["AE", "AEConfig", "DBVAE", "DBVAEConfig", "Flow", "FlowConfig", "GAN", "GANConfig",
            "VAE", "VAEConfig", "LatentConfig", "LatentModel", "Objective", "FAMILIES", "build_model"]

@@ -20,8 +20,10 @@ GENERATES = "generates"  # sample(n, generator=None) -> (n, *input_shape) in dat
 ENCODES = "encodes"  # encode(x), code(x) -> (B, latent_dim), decode(z), decode_mean(z), reconstruct(x); latent_dim
 POSTERIOR = "posterior"  # encode(x) is q(z | x), a Normal whose prior is centred at 0 (per-dimension KL, traversals)
 # log_likelihood(x, importance_samples) -> (B,) nats, exact or a bound that tightens with importance_samples;
+# quick_log_likelihood(x) -> (B,) nats, cheap enough to score every input (a VAE: the ELBO over 10 draws);
 # `continuous`: True when that is a density over real values (8-bit images are then dequantized to evaluate it)
 DENSITY = "density"
+EXACT = "exact"  # log_likelihood is exact: importance_samples do not matter (a flow)
 RECONSTRUCTS = "reconstructs"  # reconstruction_loss(x) -> (B,) nats
 # DENSITY and RECONSTRUCTS models also give evaluation_terms(x, importance_samples) -> {name: (B,) nats}, the
 # per-example numbers `genlab evaluate` averages: nll_nats (DENSITY), recon_loss (RECONSTRUCTS), and whatever
@@ -33,7 +35,8 @@ CONDITIONAL = "conditional"  # sample(n, generator, labels=k) generates class k
 
 
 def can(model, capability: str) -> bool:
-    """Whether `model` declared `capability` (one of the names above)."""
+    """Whether `model` declared `capability` (one of the names above). On a family's class: what every model of
+    the family can do."""
     return capability in getattr(model, "capabilities", frozenset())
 
 

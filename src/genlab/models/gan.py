@@ -191,15 +191,14 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
 
 class GAN(nn.Module):
     family = "gan"
-
-    @property
-    def capabilities(self) -> frozenset[str]:
-        return frozenset({GENERATES, CONDITIONAL} if self.config.conditional else {GENERATES})
+    capabilities = frozenset({GENERATES})  # and CONDITIONAL when its config is (set per model below)
     # a GAN has no likelihood to validate on: train on the whole training split, DCGAN's batch size
     train_defaults = {"val_fraction": 0.0, "batch_size": 64, "epochs": 100}
 
     def __init__(self, config: GANConfig):
         super().__init__()
+        if config.conditional:
+            self.capabilities = GAN.capabilities | {CONDITIONAL}
         self.config = config
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
