@@ -467,3 +467,29 @@ def test_report_on_a_tiny_image_folder_and_a_one_column_table(tmp_path, capsys):
         assert main(["report", str(out), "--importance-samples", "2"]) == 0
         assert main(["latent", str(out), "--method", "tsne"]) == 0
         assert "<h2>Samples</h2>" in (out / "report.html").read_text()
+
+
+def test_each_family_gets_a_flag_for_every_config_field_with_its_help_and_default(capsys):
+    """The train flags are built from the configs: a new field is a new flag, documented where it is written."""
+    import dataclasses
+
+    from genlab.cli import FROM_DATA
+    from genlab.configs import field_help
+    from genlab.data.core import DataSpec
+    from genlab.models import FAMILIES
+    from genlab.train import TrainConfig
+
+    for family, (model_cls, config_cls) in FAMILIES.items():
+        assert main(["train", family, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for cls in (config_cls, DataSpec, TrainConfig):
+            helps = field_help(cls)
+            for field in dataclasses.fields(cls):
+                if field.name in FROM_DATA:
+                    continue
+                assert helps[field.name], f"{cls.__name__}.{field.name} has no comment to serve as its help"
+                assert f"--{field.name.replace('_', '-')} " in text, (family, field.name)
+        epochs = {**TrainConfig().to_dict(), **getattr(model_cls, "train_defaults", {})}["epochs"]
+        assert "passes over the training split (default: " + str(epochs) + ")" in text  # the family's default
+    assert main(["train", "gan", "--help"]) == 0
+    assert "(default: 100)" in capsys.readouterr().out  # a GAN trains 100 epochs, not TrainConfig's 50

@@ -20,21 +20,11 @@ MAX_GRID_CELLS = 10_000
 MAX_STEPS = 1000  # pictures per row of a traversal or interpolation
 MAX_IMPORTANCE_SAMPLES = 100_000  # K of the IWAE bound: time grows with K
 
-# flags that set model, data and training config fields: flag dest -> (section, field)
-MODEL_FLAGS = ("latent_dim", "net", "hidden", "conv_width", "likelihood", "gaussian_scale", "beta", "objective",
-               "train_samples", "prior", "pseudo_inputs", "kl_warmup_steps",
-               "noise_dim", "loss", "spectral_norm", "r1", "gp_weight", "lr_g", "lr_d", "beta1", "beta2", "n_critic",
-               "ema", "diffaugment", "conditional", "batch_norm",
-               "reweight", "aggregate", "bins", "alpha", "temper", "vae_classes", "jtt_epochs", "jtt_upweight")
-DATA_FLAGS = ("binarize", "size", "color", "test_fraction", "standardize", "translate", "rotate", "scale", "hflip",
-              "stream", "memory_budget_mb", "attribute", "group_attribute")
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "seed", "val_fraction", "patience",
-               "val_importance_samples", "checkpoint_every", "device", "tensorboard", "precision", "workers",
-               "monitor_every", "epoch_pictures")
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one `error:` line (and exit 2) like every other user mistake."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})  # --beta is not short for --beta1
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
@@ -47,95 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="list the built-in datasets")
     d.add_argument("--json", action="store_true", help="print one JSON object")
 
-    t = sub.add_parser("train", help="train a model and write a run directory")
-    t.add_argument("family", choices=list(FAMILIES), help="model family")
-    t.add_argument("--data", required=False, help="built-in dataset name or a file/folder path")
-    t.add_argument("--out", help="run directory (default runs/FAMILY_DATA)")
-    t.add_argument("--config", help="JSON file with 'model', 'data' and 'train' sections; flags override it")
-    t.add_argument("--recipe", help="a named preset (see 'genlab datasets'); the config file and flags override it")
-    t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    t.add_argument("--force", action="store_true", help="replace an existing run in --out")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    m = t.add_argument_group("model")
-    m.add_argument("--latent-dim", type=int)
-    m.add_argument("--net", choices=["auto", "mlp", "conv"])
-    m.add_argument("--hidden", type=int, nargs="+", help="MLP hidden widths, e.g. --hidden 512 256")
-    m.add_argument("--conv-width", type=int)
-    m.add_argument("--likelihood", choices=["bernoulli", "gaussian", "gaussian_learned"])
-    m.add_argument("--gaussian-scale", type=_number)
-    m.add_argument("--beta", type=_number, help="KL weight (VAE); > 1 for a beta-VAE")
-    m.add_argument("--objective", choices=["elbo", "iwae"], help="VAE training objective")
-    m.add_argument("--train-samples", type=int, help="importance samples K for --objective iwae")
-    m.add_argument("--prior", choices=["normal", "vamp"], help="VAE prior: N(0, I) or a VampPrior")
-    m.add_argument("--pseudo-inputs", type=int, help="VampPrior components")
-    m.add_argument("--kl-warmup-steps", type=int, help="KL weight grows from 0 to beta over this many steps")
-    n = t.add_argument_group("GAN")
-    n.add_argument("--noise-dim", type=int, help="dimension of the generator's noise")
-    n.add_argument("--loss", choices=["ns", "hinge", "wgan_gp"], help="adversarial loss (default hinge)")
-    n.add_argument("--spectral-norm", type=_bool, metavar="{true,false}", help="spectral norm in D (default true)")
-    n.add_argument("--r1", type=_number, help="gamma of the R1 penalty on real data (default 0: off)")
-    n.add_argument("--gp-weight", type=_number, help="lambda of the wgan_gp gradient penalty (default 10)")
-    n.add_argument("--lr-g", type=_number, help="generator learning rate (default 1e-4)")
-    n.add_argument("--lr-d", type=_number, help="discriminator learning rate (default 4e-4)")
-    n.add_argument("--beta1", type=_number, help="Adam's beta1 for both nets (default 0)")
-    n.add_argument("--beta2", type=_number, help="Adam's beta2 for both nets (default 0.9)")
-    n.add_argument("--n-critic", type=int, help="discriminator steps per generator step (default 1)")
-    n.add_argument("--ema", type=_number, help="decay of the generator weight average used for sampling; 0: off")
-    n.add_argument("--diffaugment", type=_bool, metavar="{true,false}",
-                   help="translation + cutout on D's inputs (default: true for images)")
-    n.add_argument("--batch-norm", type=_bool, metavar="{true,false}", help="batch norm in the conv generator")
-    n.add_argument("--conditional", action="store_const", const=True,
-                   help="class-conditional GAN (labels: class subfolders, or the dataset's classes)")
-    b = t.add_argument_group("DB-VAE (debiasing)")
-    b.add_argument("--reweight", choices=["latent", "jtt", "none", "oracle"],
-                   help="latent: DB-VAE weights from latent densities; jtt: Just Train Twice; none: plain training; "
-                   "oracle: 1/group size from group labels (a benchmark reference)")
-    b.add_argument("--aggregate", choices=["max", "product", "joint"],
-                   help="latent weights: max or product over per-dimension histograms, or a joint mixture density "
-                   "(default max)")
-    b.add_argument("--bins", type=int, help="histogram bins per latent dimension (default 10)")
-    b.add_argument("--alpha", type=_number, help="histogram smoothing (default 0.001)")
-    b.add_argument("--temper", type=_bool, metavar="{true,false}",
-                   help="product weights: geometric mean over dimensions (default true)")
-    b.add_argument("--vae-classes", type=int, nargs="+", help="classes that get the VAE term (default all)")
-    b.add_argument("--jtt-epochs", type=int, help="JTT: epochs of the first model (default 2)")
-    b.add_argument("--jtt-upweight", type=_number, help="JTT: weight of its training errors (default 20)")
-    g = t.add_argument_group("data")
-    g.add_argument("--binarize", choices=["none", "static", "dynamic"])
-    g.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
-    g.add_argument("--color", choices=["auto", "gray", "rgb"])
-    g.add_argument("--test-fraction", type=_number, help="test share for files without an official split")
-    g.add_argument("--standardize", type=_bool, metavar="{true,false}")
-    g.add_argument("--translate", type=int, help="augment: shift training images by up to N pixels")
-    g.add_argument("--rotate", type=_number, help="augment: rotate training images by up to N degrees")
-    g.add_argument("--scale", type=_number, help="augment: zoom training images by a factor in [1-S, 1+S]")
-    g.add_argument("--hflip", type=_bool, metavar="{true,false}", help="augment: mirror training images left-right")
-    g.add_argument("--stream", choices=["auto", "always", "never"],
-                   help="read an image folder from disk batch by batch (auto: when larger than the memory budget)")
-    g.add_argument("--memory-budget-mb", type=int, help="in-memory size above which --stream auto streams")
-    g.add_argument("--attribute", help="CelebA: the attribute that becomes the label (default Smiling)")
-    g.add_argument("--group-attribute", help="CelebA: the attribute that names groups for audits (default Pale_Skin)")
-    r = t.add_argument_group("training")
-    r.add_argument("--epochs", type=int)
-    r.add_argument("--batch-size", type=int)
-    r.add_argument("--lr", type=_number)
-    r.add_argument("--lr-schedule", choices=["constant", "cosine"])
-    r.add_argument("--weight-decay", type=_number)
-    r.add_argument("--seed", type=_seed)
-    r.add_argument("--val-fraction", type=_number, help="share of the training split held out for model selection")
-    r.add_argument("--patience", type=int, help="early stop after this many epochs without a better validation loss")
-    r.add_argument("--val-importance-samples", type=int)
-    r.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (also at every epoch end)")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    r.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast precision (fp16: CUDA only)")
-    r.add_argument("--workers", type=int, help="DataLoader worker processes for data streamed from disk")
-    r.add_argument("--weights", help="per-example sampling weights: a CSV with index and weight (or score) "
-                   "columns, as 'genlab detect --out' writes; rare examples are drawn more often")
-    r.add_argument("--nproc", type=int, help="train in N processes (torchrun + DistributedDataParallel)")
-    r.add_argument("--monitor-every", type=int, help="steps between quality numbers in metrics.jsonl (0: never)")
-    r.add_argument("--epoch-pictures", type=_bool, metavar="{true,false}", help="a sample picture per epoch")
-    r.add_argument("--tensorboard", action="store_const", const=True,
-                   help="also log to RUN/tensorboard (pip install 'genlab[tensorboard]')")
+    t = sub.add_parser("train", help="train a model and write a run directory (genlab train FAMILY --help)")
+    families = t.add_subparsers(dest="family", required=True, metavar="FAMILY",
+                                help=", ".join(FAMILIES) + "; each has its own options")
+    for family, (model_cls, config_cls) in FAMILIES.items():
+        _add_train_parser(families, family, model_cls, config_cls)
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
@@ -214,6 +120,99 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+FROM_DATA = {"input_shape", "num_classes", "name"}  # config fields the data sets (--data names it)
+
+
+def _add_train_parser(families, family: str, model_cls, config_cls) -> None:
+    """`genlab train FAMILY`: the run's options, then one flag per field of the family's config, the data spec
+    and the training config, with the help written beside the field and the family's defaults."""
+    from genlab.data.core import DataSpec
+    from genlab.train import TrainConfig
+
+    summary = " ".join((sys.modules[model_cls.__module__].__doc__ or family).strip().split("\n\n")[0].split())
+    f = families.add_parser(family, help=summary, description=summary)
+    f.add_argument("--data", help="built-in dataset name or a file/folder path")
+    f.add_argument("--out", help="run directory (default runs/FAMILY_DATA)")
+    f.add_argument("--config", help="JSON file with 'model', 'data' and 'train' sections; flags override it")
+    f.add_argument("--recipe", help="a named preset (see 'genlab datasets'); the config file and flags override it")
+    f.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    f.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.add_argument("--weights", help="per-example sampling weights: a CSV with index and weight (or score) "
+                   "columns, as 'genlab detect --out' writes; rare examples are drawn more often")
+    f.add_argument("--nproc", type=int, help="train in N processes (torchrun + DistributedDataParallel)")
+    train_defaults = {**TrainConfig().to_dict(), **getattr(model_cls, "train_defaults", {})}
+    for title, cls, defaults in ((f"{family} model", config_cls, {}), ("data", DataSpec, {}),
+                                 ("training", TrainConfig, train_defaults)):
+        _add_config_flags(f.add_argument_group(title), cls, defaults)
+
+
+def _add_config_flags(group, cls, defaults: dict) -> None:
+    """A flag for each field of a config dataclass (but those the data sets): its type, choices and help from
+    the dataclass, default None so that only what is given overrides the config file and recipe."""
+    import typing
+
+    from genlab.configs import field_help
+
+    hints, helps = typing.get_type_hints(cls), field_help(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in FROM_DATA:
+            continue
+        default = defaults.get(field.name, field.default)
+        shown = "" if default is dataclasses.MISSING else f" (default: {_as_flag(default)})"
+        group.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=None,
+                           help=(helps.get(field.name, "") + shown).strip().replace("%", "%%"),
+                           **_flag_type(hints[field.name]))
+
+
+def _as_flag(value) -> str:
+    """A config value as one would type it on the command line."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
+    return str(value)
+
+
+def _flag_type(tp) -> dict:
+    """argparse keywords for a config field's type: choices, a number, a switch or a list."""
+    import types
+    import typing
+
+    from genlab.configs import choices
+
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # optional: the flag gives the value
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if choices(tp) is not None:
+        return {"choices": choices(tp)}
+    if tp is bool:  # --flag alone switches it on
+        return {"type": _bool, "nargs": "?", "const": True, "metavar": "{true,false}"}
+    if tp is float:
+        return {"type": _number}
+    if tp is int:
+        return {"type": int}
+    if typing.get_origin(tp) is tuple:
+        return {"type": _flag_type(typing.get_args(tp)[0])["type"], "nargs": "+"}
+    return {"type": str}
+
+
+def _config_flags(cls) -> list[str]:
+    """The flags (as argparse dests) that set fields of a config dataclass."""
+    return [f.name for f in dataclasses.fields(cls) if f.name not in FROM_DATA]
+
+
+def _unknown_flags(args, unknown: list[str]) -> str:
+    """The usage mistake for flags a command does not take; for a training, which family they belong to."""
+    flag = next((u for u in unknown if u.startswith("--")), unknown[0])
+    if args.command == "train":
+        dest = flag.split("=")[0].removeprefix("--").replace("-", "_")
+        owners = [name for name, (_, config_cls) in FAMILIES.items() if dest in _config_flags(config_cls)]
+        if owners:
+            return (f"{flag.split('=')[0]} does not apply to the {args.family} family (it sets a "
+                    f"{' or '.join(owners)}); see 'genlab train {args.family} --help'")
+    return f"unrecognized arguments: {' '.join(unknown)} (see 'genlab {args.command} --help')"
+
+
 def _without_option(argv: list[str], option: str) -> list[str]:
     out, skip = [], False
     for arg in argv:
@@ -274,8 +273,11 @@ def _bool(text: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            parser.exit(2, f"error: {_unknown_flags(args, unknown)}\n")
     except SystemExit as e:  # --help, or a usage mistake already printed as one line
         return e.code if isinstance(e.code, int) else 2
     try:
@@ -392,7 +394,7 @@ def _training_plan(args) -> _TrainingPlan:
 
     from genlab.configs import build_config
     from genlab.data import load_dataset
-    from genlab.models import FAMILIES
+    from genlab.data.core import DataSpec
     from genlab.recipes import recipe
     from genlab.runs import check_run_dir, read_config
     from genlab.train import TrainConfig
@@ -402,10 +404,9 @@ def _training_plan(args) -> _TrainingPlan:
     file_config = {k: {**preset.get(k, {}), **file_config.get(k, {})} for k in ("model", "data", "train")}
     flags = vars(args)
     given = lambda names: {k: flags[k] for k in names if flags.get(k) is not None}  # noqa: E731
-    model_given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given(MODEL_FLAGS).items()}
-    data_given, train_given = given(DATA_FLAGS), given(TRAIN_FLAGS)
     model_cls, config_cls = FAMILIES[args.family]
-    _reject_foreign(model_given, config_cls, args.family)
+    model_given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given(_config_flags(config_cls)).items()}
+    data_given, train_given = given(_config_flags(DataSpec)), given(_config_flags(TrainConfig))
     own_rates = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(config_cls) if f.name.startswith("lr_")]
     if own_rates and args.lr is not None:
         raise GenlabError(f"a {args.family} has its own learning rates: give {' and '.join(own_rates)} instead of "
@@ -478,14 +479,6 @@ def _read_config_file(path: str) -> dict:
             or not all(isinstance(section, dict) for section in config.values()):
         raise GenlabError(f"the config file '{path}' must be a JSON object with sections model, data and train.")
     return config
-
-
-def _reject_foreign(given: dict, config_cls, family: str) -> None:
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    foreign = [k for k in given if k not in known]
-    if foreign:
-        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
-        raise GenlabError(f"{flags} does not apply to the {family} family.")
 
 
 def _same_as_saved(saved: dict, given: dict, what: str) -> None:

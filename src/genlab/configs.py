@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 import types
 import typing
 
@@ -54,7 +55,10 @@ def _typed(value, tp, finite: bool = True):
             except _Mismatch:
                 continue
         raise _Mismatch
-    if tp is bool:
+    if origin is typing.Literal:
+        if value in args and not isinstance(value, bool):
+            return value
+    elif tp is bool:
         if isinstance(value, bool):
             return value
     elif tp is int:
@@ -85,8 +89,39 @@ def _describe(tp) -> str:
     if origin in (typing.Union, types.UnionType):
         options = [_describe(a) for a in args if a is not type(None)]
         return " or ".join(options) + (" or null" if type(None) in args else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
     if origin is dict:
         return f"an object of {_describe(args[1]).removeprefix('an ').removeprefix('a ')}s"
     if origin is tuple:
         return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
     return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(tp, str(tp))
+
+
+def field_help(cls) -> dict[str, str]:
+    """Each field of a config dataclass and the comment that follows it on its line in the source (for the
+    command line's help: the text is written once, beside the field)."""
+    import ast
+    import inspect
+    import io
+    import tokenize
+
+    found: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        source = textwrap.dedent(inspect.getsource(klass))
+        comments = {tok.start[0]: tok.string.lstrip("# ").strip()
+                    for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+        for node in ast.parse(source).body[0].body:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                found[node.target.id] = comments.get(node.lineno, "")
+    return found
+
+
+def choices(tp) -> tuple | None:
+    """The values a field's type allows when it lists them (a Literal, or an optional one), else None."""
+    if typing.get_origin(tp) is typing.Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        listed = [choices(a) for a in typing.get_args(tp) if a is not type(None)]
+        return listed[0] if len(listed) == 1 else None
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -10,7 +11,8 @@ from torch.nn import functional as F
 
 from genlab.errors import GenlabError
 
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
+LikelihoodName = Literal["bernoulli", "gaussian", "gaussian_learned"]
+LIKELIHOODS = get_args(LikelihoodName)
 
 
 class Bernoulli(nn.Module):

@@ -6,13 +6,15 @@ with batch norm), its discriminator an encoder with leaky ReLUs."""
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from genlab.errors import GenlabError
 
-NETS = ("auto", "mlp", "conv")
+Net = Literal["auto", "mlp", "conv"]
+NETS = get_args(Net)
 
 
 def resolve_net(net: str, shape: tuple[int, ...]) -> str:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -34,20 +35,23 @@ from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
 from genlab.models.base import MAX_LR, REWEIGHTS, VALIDATES, can
 from genlab.sampling import check_weights, effective_sample_size, epoch_order
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16")
-SCHEDULES = ("constant", "cosine")
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES = get_args(Device)
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS = get_args(Precision)
+Schedule = Literal["constant", "cosine"]
+SCHEDULES = get_args(Schedule)
 Weights = torch.Tensor | Callable[[torch.nn.Module, Split], torch.Tensor] | None
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 50
-    batch_size: int = 100
-    lr: float = 1e-3
-    lr_schedule: str = "constant"  # constant | cosine (from lr down to 0 over all planned steps)
-    weight_decay: float = 0.0
-    seed: int = 0
+    epochs: int = 50  # passes over the training split
+    batch_size: int = 100  # examples per optimiser step (over all processes)
+    lr: float = 1e-3  # Adam's learning rate
+    lr_schedule: Schedule = "constant"  # constant | cosine (from lr down to 0 over all planned steps)
+    weight_decay: float = 0.0  # Adam's L2 penalty on the weights
+    seed: int = 0  # initial weights, data order and noise: the same seed, the same run
     val_fraction: float = 0.1  # the last part of the training split, held out for model selection
     keep_best: bool = True  # keep the weights of the epoch with the lowest validation loss
     patience: int | None = None  # stop after this many epochs without a better validation loss
@@ -56,9 +60,9 @@ class TrainConfig:
     log_every: int = 50  # steps between step rows in metrics.jsonl
     monitor_every: int = 500  # steps between cheap sample-quality numbers in metrics.jsonl (0: never)
     epoch_pictures: bool = True  # a sample picture per epoch in RUN/epochs/
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = "auto"  # auto | cpu | cuda
     tensorboard: bool = False  # also log scalars and sample grids to RUN/tensorboard (pip install genlab[tensorboard])
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler, CUDA only)
+    precision: Precision = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler, CUDA only)
     workers: int = 0  # DataLoader worker processes for data streamed from disk
 
     def __post_init__(self):

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -13,9 +14,12 @@ import torch
 from genlab.configs import build_config
 from genlab.errors import GenlabError
 
-BINARIZE = ("none", "static", "dynamic")
-COLORS = ("auto", "gray", "rgb")
-STREAM = ("auto", "always", "never")
+Binarize = Literal["none", "static", "dynamic"]
+BINARIZE = get_args(Binarize)
+Color = Literal["auto", "gray", "rgb"]
+COLORS = get_args(Color)
+Stream = Literal["auto", "always", "never"]
+STREAM = get_args(Stream)
 
 
 @dataclass(frozen=True)
@@ -68,16 +72,16 @@ class DataSpec:
     """What a run saves to rebuild its data: a name or path plus the loading options."""
 
     name: str
-    binarize: str = "none"  # none | static (x > 0.5) | dynamic (a Bernoulli draw per epoch)
+    binarize: Binarize = "none"  # none | static (x > 0.5) | dynamic (a Bernoulli draw per epoch)
     size: int | None = None  # resize images to size x size
-    color: str = "auto"  # auto | gray | rgb
+    color: Color = "auto"  # auto | gray | rgb
     test_fraction: float = 0.2  # for files without an official test split
     standardize: bool | None = None  # tabular data to zero mean, unit variance (None: yes for tabular)
     translate: int = 0  # training images shifted by up to this many pixels, drawn anew for every batch
     rotate: float = 0.0  # training images rotated by up to this many degrees either way
     scale: float = 0.0  # training images scaled by a factor in [1 - scale, 1 + scale]
     hflip: bool = False  # training images mirrored left-right with probability 1/2 (off for digits)
-    stream: str = "auto"  # image folders: auto (from disk when larger than the budget) | always | never
+    stream: Stream = "auto"  # image folders: auto (from disk when larger than the budget) | always | never
     memory_budget_mb: int = 2048  # in-memory size above which `auto` streams
     attribute: str | None = None  # CelebA: the attribute that becomes the label (default Smiling)
     group_attribute: str | None = None  # CelebA: the attribute that names the groups, for audits (default Pale_Skin)

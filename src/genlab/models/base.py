@@ -12,7 +12,7 @@ from torch import nn
 
 from genlab import nets
 from genlab.errors import GenlabError
-from genlab.likelihoods import LIKELIHOODS, build_likelihood
+from genlab.likelihoods import LIKELIHOODS, LikelihoodName, build_likelihood
 
 # What a model can do. Each family declares its set in `capabilities`; tools ask `can(model, ...)`, never the
 # family's name or hasattr, so a new family works in every tool that needs only what it declares.
@@ -87,11 +87,11 @@ class LatentConfig:
     """Fields shared by the encoder-decoder families (AE, VAE)."""
 
     input_shape: tuple[int, ...]  # one example: (C, H, W) or (D,)
-    latent_dim: int = 16
-    net: str = "auto"  # auto | mlp | conv (auto: conv for images of side >= 16)
+    latent_dim: int = 16  # dimensions of the latent code (the bottleneck)
+    net: nets.Net = "auto"  # auto | mlp | conv (auto: conv for images of side >= 16)
     hidden: tuple[int, ...] = (512,)  # MLP hidden widths, encoder side (the decoder mirrors them)
     conv_width: int = 32  # channels of the first conv layer, doubling per layer
-    likelihood: str = "bernoulli"  # bernoulli | gaussian (fixed scale) | gaussian_learned (per-value scale)
+    likelihood: LikelihoodName = "bernoulli"  # bernoulli (images) | gaussian | gaussian_learned (tables, points)
     gaussian_scale: float = 1.0  # the fixed scale, or the learned scale's start
 
     def __post_init__(self):

@@ -13,6 +13,7 @@ decoder, likelihood, ELBO, sampling) is the VAE's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -24,16 +25,18 @@ from genlab.models.base import _check
 from genlab.models.vae import VAE, VAEConfig
 from genlab.sampling import latent_weights
 
-REWEIGHTS = ("latent", "jtt", "none", "oracle")
-AGGREGATES = ("max", "product", "joint")
+Reweight = Literal["latent", "jtt", "none", "oracle"]
+REWEIGHTS = get_args(Reweight)
+Aggregate = Literal["max", "product", "joint"]
+AGGREGATES = get_args(Aggregate)
 
 
 @dataclass(frozen=True)
 class DBVAEConfig(VAEConfig):
     num_classes: int = 2
     vae_classes: tuple[int, ...] = ()  # classes whose examples get the VAE term; () = every class
-    reweight: str = "latent"  # latent (DB-VAE) | jtt (Just Train Twice) | none (plain training) | oracle (groups)
-    aggregate: str = "max"  # latent weights: max (the MIT lab) | product (the paper) | joint (a mixture density)
+    reweight: Reweight = "latent"  # latent (DB-VAE) | jtt (Just Train Twice) | none (plain training) | oracle (groups)
+    aggregate: Aggregate = "max"  # latent weights: max (the MIT lab) | product (the paper) | joint (a mixture density)
     bins: int = 10  # histogram bins per latent dimension
     alpha: float = 0.001  # smoothing of the histogram densities
     temper: bool = True  # product weights: take the geometric mean over dimensions, so they cannot collapse

@@ -46,7 +46,7 @@ class FlowConfig:
     input_shape: tuple[int, ...]  # one example: (C, H, W) or (D,)
     layers: int = 8  # affine couplings, each after an ActNorm
     hidden: tuple[int, ...] = (128, 128)  # MLP conditioner widths
-    net: str = "auto"  # auto | mlp | conv (auto: conv for images of side >= 8, else an MLP on the flattened input)
+    net: nets.Net = "auto"  # auto | mlp | conv (auto: conv for images of side >= 8, else an MLP on the flattened input)
     conv_width: int = 32  # channels of the conv conditioners
     logit_alpha: float = 0.05  # images: x in [0, 1] -> logit(alpha + (1 - 2 alpha) x), finite at 0 and 1
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -41,27 +42,29 @@ from genlab.models.base import (
     normalise_shapes,
 )
 
-LOSSES = ("ns", "hinge", "wgan_gp")
-OUTPUTS = ("sigmoid", "linear")
+Loss = Literal["ns", "hinge", "wgan_gp"]
+LOSSES = get_args(Loss)
+Output = Literal["sigmoid", "linear"]
+OUTPUTS = get_args(Output)
 
 
 @dataclass(frozen=True)
 class GANConfig:
     input_shape: tuple[int, ...]  # one example: (C, H, W) or (D,)
-    noise_dim: int = 64
-    net: str = "auto"  # auto | mlp | conv (auto: DCGAN-style conv nets for images of side >= 16)
+    noise_dim: int = 64  # dimension of the generator's noise
+    net: nets.Net = "auto"  # auto | mlp | conv (auto: DCGAN-style conv nets for images of side >= 16)
     hidden: tuple[int, ...] = (256, 256)  # MLP hidden widths (generator and discriminator)
     conv_width: int = 32  # channels of the discriminator's first conv layer, doubling per layer
     batch_norm: bool = True  # batch norm in the conv generator (DCGAN)
-    output: str = "linear"  # sigmoid: images in [0, 1]; linear: points and tabular data
-    loss: str = "hinge"  # ns | hinge | wgan_gp
+    output: Output = "linear"  # sigmoid: images in [0, 1]; linear: points and tabular data
+    loss: Loss = "hinge"  # ns | hinge | wgan_gp
     spectral_norm: bool = True  # on every discriminator layer
     r1: float = 0.0  # gamma of the R1 penalty on real data; 0 turns it off
     gp_weight: float = 10.0  # lambda of the wgan_gp gradient penalty
     lr_g: float = 1e-4  # TTUR: the generator's learning rate ...
     lr_d: float = 4e-4  # ... and the discriminator's
-    beta1: float = 0.0  # Adam's betas for both nets
-    beta2: float = 0.9
+    beta1: float = 0.0  # Adam's beta1 for both nets
+    beta2: float = 0.9  # Adam's beta2 for both nets
     n_critic: int = 1  # discriminator steps per generator step
     ema: float = 0.999  # decay of the generator's weight average used for sampling; 0 samples the raw generator
     diffaugment: bool = False  # translation + cutout on everything D sees (images only)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch.distributions import Normal
@@ -18,17 +19,19 @@ from torch.distributions import Normal
 from genlab.errors import GenlabError
 from genlab.models.base import DENSITY, POSTERIOR, LatentConfig, LatentModel, Objective
 
-OBJECTIVES = ("elbo", "iwae")
-PRIORS = ("normal", "vamp")
+ObjectiveName = Literal["elbo", "iwae"]
+OBJECTIVES = get_args(ObjectiveName)
+Prior = Literal["normal", "vamp"]
+PRIORS = get_args(Prior)
 MAX_ROWS = 16384  # decoder rows per forward pass when estimating log p(x) with many samples
 
 
 @dataclass(frozen=True)
 class VAEConfig(LatentConfig):
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
-    objective: str = "elbo"  # elbo | iwae
+    objective: ObjectiveName = "elbo"  # elbo | iwae
     train_samples: int = 1  # K, importance samples per example for the iwae objective
-    prior: str = "normal"  # normal | vamp
+    prior: Prior = "normal"  # normal | vamp
     pseudo_inputs: int = 500  # K of the VampPrior
     kl_warmup_steps: int = 0  # the KL weight grows linearly from 0 to beta over this many training steps
 
