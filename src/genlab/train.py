@@ -32,7 +32,7 @@ from genlab.configs import build_config
 from genlab.data.core import Dataset, Split, augment
 from genlab.distributed import World
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
-from genlab.models.base import MAX_LR, REWEIGHTS, VALIDATES, can
+from genlab.models.base import MAX_LR, REWEIGHTS, VALIDATES, Objective, can
 from genlab.sampling import check_weights, effective_sample_size, epoch_order
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -295,150 +295,221 @@ def _open_run_dir(path: Path, run_config: dict, resume: bool, force: bool, world
     world.barrier()
 
 
+@dataclass
+class _Learner:
+    """One objective and what trains it: its optimiser, base learning rate, runner (DDP-wrapped) and scaler."""
+
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    base_lr: float
+    runner: object
+    scaler: torch.amp.GradScaler | None
+
+
+@dataclass
+class _Training:
+    """What the steps of one training share: the model and data, where it writes, the state it checkpoints."""
+
+    model: torch.nn.Module
+    data: Dataset
+    config: TrainConfig
+    path: Path | None  # where checkpoints are read; only rank 0 writes
+    world: World
+    device: torch.device
+    learners: list[_Learner]
+    train: Split
+    val: Split | None
+    x_train: object = None  # the training inputs on the device (or the stream that reads them from disk)
+    y_train: torch.Tensor | None = None
+    state: _State = dataclasses.field(default_factory=_State)
+    best: dict | None = None  # the weights of the best epoch so far (validation)
+    order: torch.Tensor | None = None  # this epoch's example order
+    log: _MetricsLog | None = None
+
+    @property
+    def writes(self) -> Path | None:
+        return self.path if self.world.main else None
+
+    def checkpoint(self) -> None:
+        if self.path is not None:
+            rng = self.world.gather(torch.get_rng_state())  # collective: every rank takes part
+            self.state.log_rows = len(self.log.rows)
+            if self.world.main:
+                _save_checkpoint(self.path / runs.CHECKPOINT, self.model, [le.optimizer for le in self.learners],
+                                 self.state, self.best, self.order, rng)
+
+
 def _fit(model, data, config, out, resume, force, weights, progress, world: World, device, cleanup) -> runs.Run:
     run_config, first_weights = check_start(model, data, config, out, resume=resume, force=force, weights=weights,
                                             processes=world.size)
     train, val = split_validation(data.train, config.val_fraction)
     writer_class = _tensorboard_writer_class(out) if config.tensorboard else None
-    path = None if out is None else Path(out)  # where checkpoints are read; only rank 0 writes
+    path = None if out is None else Path(out)
     if path is not None:
         _open_run_dir(path, run_config, resume, force, world, cleanup)
-    writes = path if world.main else None
-
     torch.manual_seed(config.seed + world.rank)  # ranks draw different noise for their shards
     model.to(device).train()
-    objectives = model.objectives()
-    optimizers = [
-        torch.optim.Adam(o.parameters, lr=o.lr or config.lr, betas=o.betas, weight_decay=config.weight_decay)
-        for o in objectives
-    ]
-    base_lrs = [o.lr or config.lr for o in objectives]
-    runners = [world.wrap(o, device) for o in objectives]
-    # fp32 takes no autocast and no scaler at all: nothing extra on the hot path
-    scalers = [torch.amp.GradScaler(device.type) if config.precision == "fp16" else None for _ in objectives]
-    autocast = contextlib.nullcontext() if config.precision == "fp32" else torch.autocast(
-        device.type, dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16)
-    state, best, order, logged = _State(), None, None, []
-    if resume:
-        state, best, order = _load_checkpoint(path / runs.CHECKPOINT, model, optimizers, world)
-        if order is not None and (len(order) != len(train) or order.min() < 0 or order.max() >= len(train)):
-            raise GenlabError(f"the checkpoint in '{path}' is damaged: its data order does not fit the "
-                              f"{len(train)} training examples.")
-        logged = runs.read_metrics(path)[: state.log_rows]
-        if world.main:  # rows logged after the checkpoint will be logged again, exactly as before
-            files.write_text(path / runs.METRICS, "".join(files.dumps(r) + "\n" for r in logged))
-
-    x_train = train.x.to(device)
-    y_train = None if train.y is None else train.y.to(device)
-    n, bs = len(train), config.batch_size
+    t = _Training(model, data, config, path, world, device, _learners(model, config, world, device), train, val,
+                  x_train=train.x.to(device), y_train=None if train.y is None else train.y.to(device))
+    logged = _restore(t) if resume else []
+    t.log = _MetricsLog(t.writes, writer_class(str(path / "tensorboard")) if writer_class and t.writes else None,
+                        logged)
     # weights index the dataset's training split; the validation part (its last examples) is never drawn
-    static_weights = None if weights is None or callable(weights) else check_weights(weights, len(data.train))[:n]
-    steps_per_epoch = math.ceil(n / bs)
-    log = _MetricsLog(writes, writer_class(str(path / "tensorboard")) if writer_class and writes else None, logged)
-    bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.step, disable=not progress or not world.main,
+    static = None if weights is None or callable(weights) else check_weights(weights, len(data.train))[: len(train)]
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=t.state.step, disable=not progress or not world.main,
                file=sys.stderr, dynamic_ncols=True, desc=f"train {model.family}", unit="step")
-
-    def checkpoint():
-        if path is not None:
-            rng = world.gather(torch.get_rng_state())  # collective: every rank takes part
-            state.log_rows = len(log.rows)
-            if world.main:
-                _save_checkpoint(path / runs.CHECKPOINT, model, optimizers, state, best, order, rng)
-
     with _StopFlag() as stop, bar:
-        while state.epoch < config.epochs and state.stop_reason is None:
+        while t.state.epoch < config.epochs and t.state.stop_reason is None:
             ess = None
-            if order is None:
-                w = static_weights
+            if t.order is None:
+                w = static
                 if first_weights is not None:  # computed (and checked) before the run folder was touched
                     w, first_weights = first_weights, None
                 elif callable(weights):
                     w = _epoch_weights(weights, model, train)
-                if w is not None:
-                    ess = effective_sample_size(w.numpy())
-                    if ess < 0.05 * n and world.main:
-                        tqdm.write(f"warning: the sampling weights of epoch {state.epoch + 1} rest on about "
-                                   f"{ess:.0f} of {n} examples (effective sample size)", file=sys.stderr)
-                order = epoch_order(n, config.seed, state.epoch, w).to(device)
+                ess = _begin_epoch(t, w)
+            seconds = _run_epoch(t, steps_per_epoch, bar, stop)
+            _end_epoch(t, seconds, ess, bar)
+    return _finish(t, run_config)
+
+
+def _learners(model, config: TrainConfig, world: World, device) -> list[_Learner]:
+    """An Adam optimiser (and, for fp16, a gradient scaler) per objective of the model."""
+    learners = []
+    for o in model.objectives():
+        lr = o.lr or config.lr
+        optimizer = torch.optim.Adam(o.parameters, lr=lr, betas=o.betas, weight_decay=config.weight_decay)
+        # fp32 takes no scaler at all: nothing extra on the hot path
+        scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+        learners.append(_Learner(o, optimizer, lr, world.wrap(o, device), scaler))
+    return learners
+
+
+def _restore(t: _Training) -> list[dict]:
+    """Resume from the checkpoint: weights, optimisers, RNG, the epoch's order; metrics.jsonl cut back to the rows
+    logged before it (they are logged again, exactly as before). Returns those rows."""
+    t.state, t.best, t.order = _load_checkpoint(t.path / runs.CHECKPOINT, t.model,
+                                                [le.optimizer for le in t.learners], t.world)
+    n = len(t.train)
+    if t.order is not None and (len(t.order) != n or t.order.min() < 0 or t.order.max() >= n):
+        raise GenlabError(f"the checkpoint in '{t.path}' is damaged: its data order does not fit the {n} training "
+                          "examples.")
+    logged = runs.read_metrics(t.path)[: t.state.log_rows]
+    if t.world.main:
+        files.write_text(t.path / runs.METRICS, "".join(files.dumps(r) + "\n" for r in logged))
+    return logged
+
+
+def _begin_epoch(t: _Training, weights: torch.Tensor | None) -> float | None:
+    """This epoch's example order, drawn by the weights when there are any; returns their effective size."""
+    n = len(t.train)
+    ess = None
+    if weights is not None:
+        ess = effective_sample_size(weights.numpy())
+        if ess < 0.05 * n and t.world.main:
+            tqdm.write(f"warning: the sampling weights of epoch {t.state.epoch + 1} rest on about {ess:.0f} of {n} "
+                       "examples (effective sample size)", file=sys.stderr)
+    t.order = epoch_order(n, t.config.seed, t.state.epoch, weights).to(t.device)
+    return ess
+
+
+def _run_epoch(t: _Training, steps_per_epoch: int, bar, stop: _StopFlag) -> float:
+    """The epoch's remaining steps (all of them, unless resumed half-way); returns the seconds they took."""
+    config, state, bs = t.config, t.state, t.config.batch_size
+    autocast = contextlib.nullcontext() if config.precision == "fp32" else torch.autocast(
+        t.device.type, dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16)
+    started = time.perf_counter()
+    first = state.batch
+    batches = [t.order[b * bs : (b + 1) * bs] for b in range(first, steps_per_epoch)]
+    reads = _read(t.x_train, batches, t.world, config.workers, t.device)
+    for b, batch, (index, x) in zip(range(first, steps_per_epoch), batches, reads):
+        x = augment(x, t.data.meta)
+        y = None if t.y_train is None else t.y_train[index]
+        factor = learning_rate_factor(config.lr_schedule, state.step, config.epochs * steps_per_epoch)
+        for learner in t.learners:
+            learner.optimizer.param_groups[0]["lr"] = learner.base_lr * factor
+        with autocast:
+            values, stopping = _step(t.learners, x, y, state, t.path, t.world, stop.signum is not None)
+        for k, v in values.items():
+            state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + v
+        state.epoch_examples += len(batch)
+        state.epoch_batches += 1
+        state.step += 1
+        state.batch = b + 1
+        bar.update()
+        _log_step(t, values, bar)
+        if stopping:
+            state.epoch_seconds += time.perf_counter() - started
+            t.checkpoint()
+            if t.world.main:
+                _write_best(t.path, t.model, t.best)
+            where = f" Resume with: genlab train ... --out {t.path} --resume" if t.path else ""
+            raise TrainingInterrupted(f"training stopped at step {state.step}; a checkpoint was saved.{where}")
+        if state.step % config.checkpoint_every == 0:
+            state.epoch_seconds += time.perf_counter() - started
             started = time.perf_counter()
-            first = state.batch
-            batches = [order[b * bs : (b + 1) * bs] for b in range(first, steps_per_epoch)]
-            for b, batch, (index, x) in zip(range(first, steps_per_epoch), batches, _read(x_train, batches, world,
-                                                                                        config.workers, device)):
-                x = augment(x, data.meta)
-                y = None if y_train is None else y_train[index]
-                factor = learning_rate_factor(config.lr_schedule, state.step, config.epochs * steps_per_epoch)
-                for optimizer, base_lr in zip(optimizers, base_lrs):
-                    optimizer.param_groups[0]["lr"] = base_lr * factor
-                with autocast:
-                    values, stopping = _step(runners, objectives, optimizers, scalers, x, y, state, path, world,
-                                             stop.signum is not None)
-                for k, v in values.items():
-                    state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + v
-                state.epoch_examples += len(batch)
-                state.epoch_batches += 1
-                state.step += 1
-                state.batch = b + 1
-                bar.update()
-                if config.monitor_every and state.step % config.monitor_every == 0 and world.main:
-                    from genlab.metrics.quality import monitor
+            t.checkpoint()
+    return state.epoch_seconds + time.perf_counter() - started
 
-                    log.write({"kind": "monitor", "step": state.step, "epoch": state.epoch + 1,
-                               **monitor(model, data)})
-                if state.step % config.log_every == 0:
-                    log.write({"kind": "step", "step": state.step, "epoch": state.epoch + 1, **values})
-                    bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
-                if stopping:
-                    state.epoch_seconds += time.perf_counter() - started
-                    checkpoint()
-                    if world.main:
-                        _write_best(path, model, best)
-                    where = f" Resume with: genlab train ... --out {path} --resume" if path else ""
-                    raise TrainingInterrupted(f"training stopped at step {state.step}; a checkpoint was saved.{where}")
-                if state.step % config.checkpoint_every == 0:
-                    state.epoch_seconds += time.perf_counter() - started
-                    started = time.perf_counter()
-                    checkpoint()
-            elapsed = state.epoch_seconds + time.perf_counter() - started
-            row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step}
-            row.update({k: v / max(1, state.epoch_batches) for k, v in state.epoch_sums.items()})
-            row["samples_per_s"] = state.epoch_examples / elapsed if elapsed > 0 else None
-            if ess is not None:
-                row["sampling_ess"] = ess
-            if val is not None:
-                row["val_loss_nats"] = _mean_validation_loss(model, val, config, device)
-                model.train()
-                best = _select(model, state, row["val_loss_nats"], config, best)
-            state.epoch += 1
-            state.batch = 0
-            state.epoch_sums, state.epoch_batches, state.epoch_examples, state.epoch_seconds = {}, 0, 0, 0.0
-            order = None
-            log.write(row)
-            log.images(model, data.meta.kind, state.epoch)
-            if config.epoch_pictures and writes is not None:
-                _epoch_picture(model, data, writes, state.epoch)
-            bar.set_postfix(epoch=state.epoch, loss=f"{row.get('loss', math.nan):.4g}", refresh=True)
-            checkpoint()
 
-    if best is not None:
-        model.load_state_dict(best)
+def _log_step(t: _Training, values: dict, bar) -> None:
+    """A step row every log_every steps, quality numbers every monitor_every."""
+    state, config = t.state, t.config
+    if config.monitor_every and state.step % config.monitor_every == 0 and t.world.main:
+        from genlab.metrics.quality import monitor
+
+        t.log.write({"kind": "monitor", "step": state.step, "epoch": state.epoch + 1, **monitor(t.model, t.data)})
+    if state.step % config.log_every == 0:
+        t.log.write({"kind": "step", "step": state.step, "epoch": state.epoch + 1, **values})
+        bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
+
+
+def _end_epoch(t: _Training, seconds: float, ess: float | None, bar) -> None:
+    """The epoch's row (mean losses, speed, validation loss), model selection, the epoch picture, a checkpoint."""
+    state = t.state
+    row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step}
+    row.update({k: v / max(1, state.epoch_batches) for k, v in state.epoch_sums.items()})
+    row["samples_per_s"] = state.epoch_examples / seconds if seconds > 0 else None
+    if ess is not None:
+        row["sampling_ess"] = ess
+    if t.val is not None:
+        row["val_loss_nats"] = _mean_validation_loss(t.model, t.val, t.config, t.device)
+        t.model.train()
+        t.best = _select(t.model, state, row["val_loss_nats"], t.config, t.best)
+    state.epoch += 1
+    state.batch = 0
+    state.epoch_sums, state.epoch_batches, state.epoch_examples, state.epoch_seconds = {}, 0, 0, 0.0
+    t.order = None
+    t.log.write(row)
+    t.log.images(t.model, t.data.meta.kind, state.epoch)
+    if t.config.epoch_pictures and t.writes is not None:
+        _epoch_picture(t.model, t.data, t.writes, state.epoch)
+    bar.set_postfix(epoch=state.epoch, loss=f"{row.get('loss', math.nan):.4g}", refresh=True)
+    t.checkpoint()
+
+
+def _finish(t: _Training, run_config: dict) -> runs.Run:
+    """Keep the chosen epoch's weights, let the model fit what it fits after training, log the end, save."""
+    state, model = t.state, t.model
+    if t.best is not None:
+        model.load_state_dict(t.best)
     model.eval()
-    model.fit_end(data.train.x.to(device))
-    summary = {
+    model.fit_end(t.data.train.x.to(t.device))
+    t.log.write({
         "kind": "end",
         "step": state.step,
         "epochs": state.epoch,
-        "kept_epoch": state.best_epoch if best is not None else state.epoch,
-        "kept_because": "lowest validation loss" if best is not None else "last epoch",
-        "best_val_loss_nats": state.best_val if val is not None else None,
+        "kept_epoch": state.best_epoch if t.best is not None else state.epoch,
+        "kept_because": "lowest validation loss" if t.best is not None else "last epoch",
+        "best_val_loss_nats": state.best_val if t.val is not None else None,
         "stopped_early": state.stop_reason,
-    }
-    log.write(summary)
-    if writes is not None:
-        runs.save_model(path / runs.MODEL, model)
-        pictures.save_run_pictures(model, data, path)
-    world.barrier()
-    return runs.Run(model, run_config, path, log.rows)
+    })
+    if t.writes is not None:
+        runs.save_model(t.path / runs.MODEL, model)
+        pictures.save_run_pictures(model, t.data, t.path)
+    t.world.barrier()
+    return runs.Run(model, run_config, t.path, t.log.rows)
 
 
 def _epoch_picture(model, data: Dataset, path: Path, epoch: int) -> None:
@@ -477,13 +548,14 @@ def _read(x_train, batches: list[torch.Tensor], world: World, workers: int, devi
     return ((index, x.to(device, non_blocking=True)) for index, x in zip(shards, loader))
 
 
-def _step(runners, objectives, optimizers, scalers, x, y, state: _State, path, world: World, stop: bool):
+def _step(learners: list[_Learner], x, y, state: _State, path, world: World, stop: bool):
     """One update of each objective due at this step; returns the logged values and whether to stop."""
     values: dict[str, float] = {}
-    for runner, objective, optimizer, scaler in zip(runners, objectives, optimizers, scalers):
+    for learner in learners:
+        objective, optimizer, scaler = learner.objective, learner.optimizer, learner.scaler
         if state.step % objective.every:
             continue
-        out = runner(x, y)
+        out = learner.runner(x, y)
         loss = out["loss"]
         value, stop = world.agree(loss, stop)  # every rank sees the same loss: all stop together on NaN
         if not math.isfinite(value):
@@ -502,7 +574,7 @@ def _step(runners, objectives, optimizers, scalers, x, y, state: _State, path, w
             scaler.update()
         if objective.after_step is not None:
             objective.after_step()
-        prefix = "" if len(objectives) == 1 else f"{objective.name}_"
+        prefix = "" if len(learners) == 1 else f"{objective.name}_"
         values[f"{prefix}loss"] = value
         for k, v in out.items():
             if k != "loss":
