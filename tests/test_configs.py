@@ -28,3 +28,15 @@ def test_json_numbers_and_lists_become_the_fields_types():
     config = build_config(TrainConfig, {"lr": 1, "seed": 3}, "train")
     assert config.lr == 1.0 and isinstance(config.lr, float)
     assert build_config(VAEConfig, {"input_shape": [1, 8, 8], "hidden": [32, 16]}, "vae").hidden == (32, 16)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: VAEConfig(input_shape=(2,), latent_dim=True),
+    lambda: __import__("genlab").GANConfig(input_shape=(2,), noise_dim=True),
+    lambda: __import__("genlab").models.FlowConfig(input_shape=(2,), layers=True),
+    lambda: TrainConfig(epochs=True),
+])
+def test_every_config_refuses_a_switch_for_a_count_the_same_way(make):
+    """One check for every count (configs.whole): True is not 1, in any family."""
+    with pytest.raises(GenlabError, match="must be"):
+        make()

@@ -125,3 +125,14 @@ def choices(tp) -> tuple | None:
         listed = [choices(a) for a in typing.get_args(tp) if a is not type(None)]
         return listed[0] if len(listed) == 1 else None
     return None
+
+
+def whole(value, low: int = 0, high: float = math.inf) -> bool:
+    """Whether value is an integer (True and False are not) from low to high: the check of every count."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def require(ok: bool, message: str) -> None:
+    """A config's check: GenlabError(message) when not ok (every config validates this one way)."""
+    if not ok:
+        raise GenlabError(message + ".")

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genlab import files, pictures, runs
-from genlab.configs import build_config
+from genlab.configs import build_config, require, whole
 from genlab.data.core import Dataset, Split, augment
 from genlab.distributed import World
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
@@ -69,25 +69,24 @@ class TrainConfig:
         def check(ok, message):
             if not ok:
                 raise GenlabError(message + ".")
-
-        positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
-        check(positive_int(self.epochs), f"epochs must be a positive integer, not {self.epochs!r}")
-        check(positive_int(self.batch_size), f"batch_size must be a positive integer, not {self.batch_size!r}")
-        check(0 < self.lr <= MAX_LR, f"lr must be in (0, {MAX_LR}], not {self.lr}")
-        check(self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
-        check(self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}")
-        check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, f"seed must be an integer from 0 to 2^32 - 1, "
+        require(whole(self.epochs, 1), f"epochs must be a positive integer, not {self.epochs!r}")
+        require(whole(self.batch_size, 1), f"batch_size must be a positive integer, not {self.batch_size!r}")
+        require(0 < self.lr <= MAX_LR, f"lr must be in (0, {MAX_LR}], not {self.lr}")
+        require(self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}")
+        require(whole(self.seed, 0, 2**32 - 1), f"seed must be an integer from 0 to 2^32 - 1, "
               f"not {self.seed!r}")
-        check(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), not {self.val_fraction}")
-        check(self.patience is None or positive_int(self.patience), "patience must be a positive integer or null")
-        check(isinstance(self.val_importance_samples, int) and 0 <= self.val_importance_samples <= 100_000,
+        require(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        require(self.patience is None or whole(self.patience, 1), "patience must be a positive integer or null")
+        require(whole(self.val_importance_samples, 0, 100_000),
               "val_importance_samples must be an integer from 0 to 100000")
-        check(positive_int(self.checkpoint_every), "checkpoint_every must be a positive integer")
-        check(positive_int(self.log_every), "log_every must be a positive integer")
-        check(isinstance(self.monitor_every, int) and self.monitor_every >= 0, "monitor_every must be an integer >= 0")
-        check(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, not '{self.device}'")
-        check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
-        check(isinstance(self.workers, int) and self.workers >= 0, "workers must be an integer >= 0")
+        require(whole(self.checkpoint_every, 1), "checkpoint_every must be a positive integer")
+        require(whole(self.log_every, 1), "log_every must be a positive integer")
+        require(whole(self.monitor_every, 0), "monitor_every must be an integer >= 0")
+        require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, not '{self.device}'")
+        require(self.precision in PRECISIONS,
+                f"precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
+        require(whole(self.workers, 0), "workers must be an integer >= 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -11,7 +11,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from genlab.configs import build_config
+from genlab.configs import build_config, require, whole
 from genlab.errors import GenlabError
 
 Binarize = Literal["none", "static", "dynamic"]
@@ -87,24 +87,17 @@ class DataSpec:
     group_attribute: str | None = None  # CelebA: the attribute that names the groups, for audits (default Pale_Skin)
 
     def __post_init__(self):
-        if self.binarize not in BINARIZE:
-            raise GenlabError(f"binarize must be one of {', '.join(BINARIZE)}, not '{self.binarize}'.")
-        if self.color not in COLORS:
-            raise GenlabError(f"color must be one of {', '.join(COLORS)}, not '{self.color}'.")
-        if self.size is not None and not (isinstance(self.size, int) and 2 <= self.size <= 1024):
-            raise GenlabError(f"size must be an image side between 2 and 1024 pixels, not {self.size!r}.")
-        if not (isinstance(self.translate, int) and 0 <= self.translate <= 8):
-            raise GenlabError(f"translate must be a pixel count from 0 to 8, not {self.translate!r}.")
-        if not 0 <= self.rotate <= 180:
-            raise GenlabError(f"rotate must be an angle from 0 to 180 degrees, not {self.rotate}.")
-        if self.stream not in STREAM:
-            raise GenlabError(f"stream must be one of {', '.join(STREAM)}, not '{self.stream}'.")
-        if not (isinstance(self.memory_budget_mb, int) and self.memory_budget_mb > 0):
-            raise GenlabError(f"memory_budget_mb must be a positive integer, not {self.memory_budget_mb!r}.")
-        if not 0 <= self.scale < 1:
-            raise GenlabError(f"scale must be in [0, 1), not {self.scale}.")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise GenlabError(f"test_fraction must be between 0 and 1, not {self.test_fraction}.")
+        require(self.binarize in BINARIZE, f"binarize must be one of {', '.join(BINARIZE)}, not '{self.binarize}'")
+        require(self.color in COLORS, f"color must be one of {', '.join(COLORS)}, not '{self.color}'")
+        require(self.size is None or whole(self.size, 2, 1024),
+                f"size must be an image side between 2 and 1024 pixels, not {self.size!r}")
+        require(whole(self.translate, 0, 8), f"translate must be a pixel count from 0 to 8, not {self.translate!r}")
+        require(0 <= self.rotate <= 180, f"rotate must be an angle from 0 to 180 degrees, not {self.rotate}")
+        require(self.stream in STREAM, f"stream must be one of {', '.join(STREAM)}, not '{self.stream}'")
+        require(whole(self.memory_budget_mb, 1),
+                f"memory_budget_mb must be a positive integer, not {self.memory_budget_mb!r}")
+        require(0 <= self.scale < 1, f"scale must be in [0, 1), not {self.scale}")
+        require(0.0 < self.test_fraction < 1.0, f"test_fraction must be between 0 and 1, not {self.test_fraction}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

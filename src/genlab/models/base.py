@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from genlab import nets
+from genlab.configs import require, whole
 from genlab.errors import GenlabError
 from genlab.likelihoods import LIKELIHOODS, LikelihoodName, build_likelihood
 
@@ -96,15 +97,15 @@ class LatentConfig:
 
     def __post_init__(self):
         normalise_shapes(self)
-        _check(isinstance(self.latent_dim, int) and 1 <= self.latent_dim <= MAX_CODE,
+        require(whole(self.latent_dim, 1, MAX_CODE),
                f"latent_dim must be an integer from 1 to {MAX_CODE}")
-        _check(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}")
-        _check(all(isinstance(h, int) and 1 <= h <= MAX_WIDTH for h in self.hidden),
+        require(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}")
+        require(all(isinstance(h, int) and 1 <= h <= MAX_WIDTH for h in self.hidden),
                f"hidden must be widths from 1 to {MAX_WIDTH}")
-        _check(isinstance(self.conv_width, int) and 1 <= self.conv_width <= MAX_CONV_WIDTH,
+        require(whole(self.conv_width, 1, MAX_CONV_WIDTH),
                f"conv_width must be an integer from 1 to {MAX_CONV_WIDTH}")
-        _check(self.likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}")
-        _check(self.gaussian_scale > 0, "gaussian_scale must be positive")
+        require(self.likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}")
+        require(self.gaussian_scale > 0, "gaussian_scale must be positive")
 
     @classmethod
     def for_data(cls, meta, **overrides):
@@ -134,11 +135,6 @@ def check_shape(x, input_shape: tuple[int, ...]) -> torch.Tensor:
             f"this model takes examples of shape {tuple(input_shape)}, the data has {tuple(x.shape[1:])}."
         )
     return x
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise GenlabError(message + ".")
 
 
 class LatentModel(nn.Module):

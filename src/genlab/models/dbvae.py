@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genlab.configs import require, whole
 from genlab.errors import GenlabError
 from genlab.models import base
-from genlab.models.base import _check
 from genlab.models.vae import VAE, VAEConfig
 from genlab.sampling import latent_weights
 
@@ -47,16 +47,16 @@ class DBVAEConfig(VAEConfig):
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "vae_classes", tuple(self.vae_classes))
-        _check(isinstance(self.num_classes, int) and self.num_classes >= 2, "num_classes must be at least 2")
-        _check(all(0 <= c < self.num_classes for c in self.vae_classes), "vae_classes must be class indices")
-        _check(self.reweight in REWEIGHTS, f"reweight must be one of {', '.join(REWEIGHTS)}")
-        _check(self.aggregate in AGGREGATES, f"aggregate must be one of {', '.join(AGGREGATES)}")
-        _check(isinstance(self.bins, int) and self.bins >= 2, "bins must be an integer >= 2")
-        _check(self.alpha > 0, "alpha must be positive")
-        _check(isinstance(self.jtt_epochs, int) and self.jtt_epochs >= 1, "jtt_epochs must be a positive integer")
-        _check(self.jtt_upweight >= 1, "jtt_upweight must be >= 1")
-        _check(self.objective == "elbo", "the DB-VAE trains with the elbo objective")
-        _check(self.vae_weight is None or self.vae_weight >= 0, "vae_weight must be >= 0 or null")
+        require(whole(self.num_classes, 2), "num_classes must be at least 2")
+        require(all(0 <= c < self.num_classes for c in self.vae_classes), "vae_classes must be class indices")
+        require(self.reweight in REWEIGHTS, f"reweight must be one of {', '.join(REWEIGHTS)}")
+        require(self.aggregate in AGGREGATES, f"aggregate must be one of {', '.join(AGGREGATES)}")
+        require(whole(self.bins, 2), "bins must be an integer >= 2")
+        require(self.alpha > 0, "alpha must be positive")
+        require(whole(self.jtt_epochs, 1), "jtt_epochs must be a positive integer")
+        require(self.jtt_upweight >= 1, "jtt_upweight must be >= 1")
+        require(self.objective == "elbo", "the DB-VAE trains with the elbo objective")
+        require(self.vae_weight is None or self.vae_weight >= 0, "vae_weight must be >= 0 or null")
 
     @classmethod
     def for_data(cls, meta, **overrides):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from genlab import nets
+from genlab.configs import require, whole
 from genlab.errors import GenlabError
 from genlab.models.base import (
     DENSITY,
@@ -33,7 +34,6 @@ from genlab.models.base import (
     MAX_WIDTH,
     VALIDATES,
     Objective,
-    _check,
     check_shape,
     normalise_shapes,
 )
@@ -52,17 +52,16 @@ class FlowConfig:
 
     def __post_init__(self):
         normalise_shapes(self)
-        positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
-        _check(positive_int(self.layers) and self.layers <= MAX_LAYERS,
+        require(whole(self.layers, 1, MAX_LAYERS),
                f"layers must be an integer from 1 to {MAX_LAYERS}, not {self.layers!r}")
-        _check(all(positive_int(h) and h <= MAX_WIDTH for h in self.hidden),
+        require(all(whole(h, 1, MAX_WIDTH) for h in self.hidden),
                f"hidden must be widths from 1 to {MAX_WIDTH}, not {self.hidden}")
-        _check(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}, not '{self.net}'")
-        _check(self.net != "conv" or len(self.input_shape) == 3,
+        require(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}, not '{self.net}'")
+        require(self.net != "conv" or len(self.input_shape) == 3,
                "net conv needs images, input_shape (C, H, W); use net mlp for tables")
-        _check(positive_int(self.conv_width) and self.conv_width <= MAX_CONV_WIDTH,
+        require(whole(self.conv_width, 1, MAX_CONV_WIDTH),
                f"conv_width must be an integer from 1 to {MAX_CONV_WIDTH}, not {self.conv_width!r}")
-        _check(isinstance(self.logit_alpha, (int, float)) and 0 < self.logit_alpha < 0.5,
+        require(isinstance(self.logit_alpha, (int, float)) and 0 < self.logit_alpha < 0.5,
                f"logit_alpha must be a number in (0, 0.5), not {self.logit_alpha!r}")
 
     @classmethod

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab import nets
+from genlab.configs import require, whole
 from genlab.errors import GenlabError
 from genlab.models.base import (
     CONDITIONAL,
@@ -37,7 +38,6 @@ from genlab.models.base import (
     MAX_LR,
     MAX_WIDTH,
     Objective,
-    _check,
     check_shape,
     normalise_shapes,
 )
@@ -74,25 +74,24 @@ class GANConfig:
     def __post_init__(self):
         normalise_shapes(self)
         shape = self.input_shape
-        positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
-        _check(positive_int(self.noise_dim) and self.noise_dim <= MAX_CODE,
+        require(whole(self.noise_dim, 1, MAX_CODE),
                f"noise_dim must be an integer from 1 to {MAX_CODE}")
-        _check(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}")
-        _check(len(self.hidden) >= 1 and all(positive_int(h) and h <= MAX_WIDTH for h in self.hidden),
+        require(self.net in nets.NETS, f"net must be one of {', '.join(nets.NETS)}")
+        require(len(self.hidden) >= 1 and all(whole(h, 1, MAX_WIDTH) for h in self.hidden),
                f"hidden must be widths from 1 to {MAX_WIDTH}")
-        _check(positive_int(self.conv_width) and self.conv_width <= MAX_CONV_WIDTH,
+        require(whole(self.conv_width, 1, MAX_CONV_WIDTH),
                f"conv_width must be an integer from 1 to {MAX_CONV_WIDTH}")
-        _check(self.output in OUTPUTS, f"output must be one of {', '.join(OUTPUTS)}")
-        _check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, not '{self.loss}'")
-        _check(self.r1 >= 0, "r1 must be >= 0")
-        _check(self.gp_weight >= 0, "gp_weight must be >= 0")
-        _check(0 < self.lr_g <= MAX_LR and 0 < self.lr_d <= MAX_LR, f"lr_g and lr_d must be in (0, {MAX_LR}]")
-        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
-        _check(positive_int(self.n_critic), "n_critic must be a positive integer")
-        _check(0 <= self.ema < 1, "ema must be in [0, 1)")
-        _check(not (self.diffaugment and len(shape) != 3), "diffaugment applies to images only")
-        _check(isinstance(self.num_classes, int) and self.num_classes >= 0, "num_classes must be an integer >= 0")
-        _check(not self.conditional or self.num_classes >= 2,
+        require(self.output in OUTPUTS, f"output must be one of {', '.join(OUTPUTS)}")
+        require(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, not '{self.loss}'")
+        require(self.r1 >= 0, "r1 must be >= 0")
+        require(self.gp_weight >= 0, "gp_weight must be >= 0")
+        require(0 < self.lr_g <= MAX_LR and 0 < self.lr_d <= MAX_LR, f"lr_g and lr_d must be in (0, {MAX_LR}]")
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
+        require(whole(self.n_critic, 1), "n_critic must be a positive integer")
+        require(0 <= self.ema < 1, "ema must be in [0, 1)")
+        require(not (self.diffaugment and len(shape) != 3), "diffaugment applies to images only")
+        require(whole(self.num_classes, 0), "num_classes must be an integer >= 0")
+        require(not self.conditional or self.num_classes >= 2,
                "a conditional GAN needs labelled data with at least 2 classes (for example class subfolders)")
 
     @classmethod

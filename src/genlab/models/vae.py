@@ -16,7 +16,7 @@ from typing import Literal, get_args
 import torch
 from torch.distributions import Normal
 
-from genlab.errors import GenlabError
+from genlab.configs import require, whole
 from genlab.models.base import DENSITY, POSTERIOR, LatentConfig, LatentModel, Objective
 
 ObjectiveName = Literal["elbo", "iwae"]
@@ -37,20 +37,17 @@ class VAEConfig(LatentConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.prior not in PRIORS:
-            raise GenlabError(f"prior must be one of {', '.join(PRIORS)}, not '{self.prior}'.")
-        if not (isinstance(self.pseudo_inputs, int) and 1 <= self.pseudo_inputs <= 10_000):
-            raise GenlabError(f"pseudo_inputs must be an integer from 1 to 10000, not {self.pseudo_inputs}.")
-        if not (isinstance(self.kl_warmup_steps, int) and self.kl_warmup_steps >= 0):
-            raise GenlabError(f"kl_warmup_steps must be an integer >= 0, not {self.kl_warmup_steps}.")
-        if self.objective not in OBJECTIVES:
-            raise GenlabError(f"objective must be one of {', '.join(OBJECTIVES)}, not '{self.objective}'.")
-        if not self.beta > 0:
-            raise GenlabError(f"beta must be positive, not {self.beta}.")
-        if not (isinstance(self.train_samples, int) and 1 <= self.train_samples <= 10_000):
-            raise GenlabError(f"train_samples must be an integer from 1 to 10000, not {self.train_samples}.")
-        if self.objective == "iwae" and self.beta != 1.0:
-            raise GenlabError("the iwae objective is a bound on log p(x) and takes no beta; use --objective elbo.")
+        require(self.prior in PRIORS, f"prior must be one of {', '.join(PRIORS)}, not '{self.prior}'")
+        require(whole(self.pseudo_inputs, 1, 10_000),
+                f"pseudo_inputs must be an integer from 1 to 10000, not {self.pseudo_inputs}")
+        require(whole(self.kl_warmup_steps, 0), f"kl_warmup_steps must be an integer >= 0, not {self.kl_warmup_steps}")
+        require(self.objective in OBJECTIVES,
+                f"objective must be one of {', '.join(OBJECTIVES)}, not '{self.objective}'")
+        require(self.beta > 0, f"beta must be positive, not {self.beta}")
+        require(whole(self.train_samples, 1, 10_000),
+                f"train_samples must be an integer from 1 to 10000, not {self.train_samples}")
+        require(self.objective != "iwae" or self.beta == 1.0,
+                "the iwae objective is a bound on log p(x) and takes no beta; use --objective elbo")
 
 
 class VAE(LatentModel):
