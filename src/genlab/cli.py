@@ -545,7 +545,7 @@ def cmd_reconstruct(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from genlab.metrics.likelihood import evaluate, measurable
+    from genlab.metrics.likelihood import UNITS, evaluate, measurable
     from genlab.runs import load_run
 
     run = load_run(args.run)
@@ -569,11 +569,9 @@ def cmd_evaluate(args) -> None:
     if args.json:
         print(files.dumps(result))
         return
-    units = {"elbo_nats": "nats", "nll_nats": "nats", "recon_loss": "nats", "kl_nats": "nats",
-             "bits_per_dim": "bits/dim"}
     for key, value in result.items():
         shown = f"{value:.4f}" if isinstance(value, float) else value
-        print(f"{key:<20} {shown} {units.get(key, '')}".rstrip())
+        print(f"{key:<20} {shown} {UNITS.get(key, '')}".rstrip())
 
 
 def _png_out(out: str | None, default: Path) -> Path:

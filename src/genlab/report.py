@@ -96,7 +96,6 @@ def save_audit_pictures(model, data, history: list[dict], path: Path, top: int =
 # ---------------------------------------------------------------------------------------------- HTML report
 
 REPORT = "report.html"
-UNITS = {"elbo_nats": "nats", "nll_nats": "nats", "recon_loss": "nats", "kl_nats": "nats", "bits_per_dim": "bits/dim"}
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
@@ -126,7 +125,7 @@ def write_report(run, data=None, importance_samples: int = 100, progress: bool =
     import tempfile
 
     from genlab import latent
-    from genlab.metrics.likelihood import evaluate, measurable
+    from genlab.metrics.likelihood import UNITS, evaluate, measurable
 
     model, path = run.model, Path(run.path)
     data = data or run.load_data()

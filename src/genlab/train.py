@@ -32,7 +32,7 @@ from genlab.configs import build_config, require, whole
 from genlab.data.core import Dataset, Split, augment
 from genlab.distributed import World
 from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
-from genlab.models.base import MAX_LR, REWEIGHTS, VALIDATES, Objective, can
+from genlab.models.base import MAX_LR, REWEIGHTS, VALIDATES, Objective, can, evaluating
 from genlab.sampling import check_weights, effective_sample_size, epoch_order
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -513,11 +513,8 @@ def _finish(t: _Training, run_config: dict) -> runs.Run:
 
 def _epoch_picture(model, data: Dataset, path: Path, epoch: int) -> None:
     """RUN/epochs/epoch_NNNN.png: the same noise decoded after every epoch, to watch training (and collapse)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    with evaluating(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
         samples = model.sample(64 if data.meta.kind == "image" else 1000, generator=torch.Generator().manual_seed(0))
-    model.train(was_training)
     reference = None if data.meta.kind == "image" else data.test.x[:1000]
     file = runs.run_subfolder(path, "epochs") / f"epoch_{epoch:04d}.png"
     pictures.save_samples_picture(samples.cpu(), data.meta.kind, file, reference, fast=True)
@@ -724,8 +721,7 @@ class _MetricsLog:
     def images(self, model, kind: str, epoch: int) -> None:
         if self.tensorboard is None or kind != "image":
             return
-        was_training = model.training
-        samples = model.sample(64, generator=torch.Generator().manual_seed(0))
-        model.train(was_training)
+        with evaluating(model), torch.no_grad():
+            samples = model.sample(64, generator=torch.Generator().manual_seed(0))
         grid = torch.from_numpy(np.asarray(pictures.image_grid(samples))).permute(2, 0, 1)
         self.tensorboard.add_image("samples", grid, epoch)

@@ -11,6 +11,9 @@ from tqdm.auto import tqdm
 from genlab.errors import GenlabError
 from genlab.models.base import DENSITY, EXACT, POSTERIOR, RECONSTRUCTS, can, codes, evaluating
 
+# the unit of each number `evaluate` reports, for tables that print them (the CLI, the report)
+UNITS = {"elbo_nats": "nats", "nll_nats": "nats", "recon_loss": "nats", "kl_nats": "nats", "bits_per_dim": "bits/dim"}
+
 
 def bits_per_dim(nll_nats: float, dim: int, dequantized_bits: int | None = None) -> float:
     """Nats per example -> bits per dimension.

@@ -31,6 +31,7 @@ from torch import nn
 
 from genlab.data.embedded import MIXTURES, cache_dir
 from genlab.errors import GenlabError
+from genlab.models.base import evaluating
 
 MODE_SAMPLES = 2500
 
@@ -198,15 +199,13 @@ def quality(model, data, n: int | None = None, seed: int = 0, progress: bool = F
     """Every sample-quality number that applies to this data, from n samples (default: the test split's size)."""
     n = n or len(data.test)
     g = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    samples = model.sample(n, generator=g).cpu()
     result: dict = {"quality_samples": n}
-    if data.meta.name in MIXTURES:
-        centers, std = MIXTURES[data.meta.name]
-        more = model.sample(MODE_SAMPLES, generator=torch.Generator().manual_seed(seed + 1)).cpu()
-        result.update(mode_coverage(_in_data_units(more, data.meta), centers(), std))
-    model.train(was_training)
+    with evaluating(model):
+        samples = model.sample(n, generator=g).cpu()
+        if data.meta.name in MIXTURES:
+            centers, std = MIXTURES[data.meta.name]
+            more = model.sample(MODE_SAMPLES, generator=torch.Generator().manual_seed(seed + 1)).cpu()
+            result.update(mode_coverage(_in_data_units(more, data.meta), centers(), std))
 
     if data.meta.kind == "image" and data.train.y is not None:
         net, accuracy = domain_classifier(data, progress)
@@ -238,9 +237,7 @@ def quality(model, data, n: int | None = None, seed: int = 0, progress: bool = F
 def monitor(model, data, n: int = 500) -> dict:
     """A cheap quality number during training, to see mode collapse as it happens: modes and high-quality
     share for the 2-D mixtures, classes covered (1-nearest-neighbour labels in pixel space) for labelled images."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         g = torch.Generator().manual_seed(0)
         if data.meta.name in MIXTURES:
             centers, std = MIXTURES[data.meta.name]
@@ -252,5 +249,3 @@ def monitor(model, data, n: int = 500) -> dict:
             labels = knn.predict(model.sample(n, generator=g).cpu().flatten(1).numpy())
             return {"classes_covered": label_coverage(labels, int(data.train.y.max()) + 1)["classes_covered"]}
         return {}
-    finally:
-        model.train(was_training)
