@@ -507,3 +507,42 @@ def test_a_table_beyond_32_bit_floats_is_standardised_in_64_bits_or_refused(tmp_
         assert set(data.train.x[:, 0].tolist()) == {-1.0, 1.0}  # +-1e39 standardised: mean 0, sd 1e39
         with pytest.raises(GenlabError, match="beyond 32-bit floats"):
             load_dataset(tmp_path / "huge.csv", standardize=False)
+
+
+def test_arrays_go_in_as_an_npz_would_with_their_split_and_groups():
+    from genlab.data import from_arrays
+
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.normal(size=(50, 3)), torch.from_numpy(rng.normal(size=(20, 3)))  # numpy and torch
+    data = from_arrays(x_train, np.arange(50) % 2, group_train=np.arange(50) % 5, x_test=x_test,
+                       y_test=np.arange(20) % 2, group_test=np.arange(20) % 5, standardize=False)
+    assert len(data.train) == 50 and len(data.test) == 20 and data.spec is None  # the split as given
+    np.testing.assert_allclose(data.test.x.numpy(), x_test.numpy(), rtol=1e-6)
+    assert data.train.group.tolist() == (np.arange(50) % 5).tolist() and data.meta.classes == ("0", "1")
+    drawn = from_arrays(x_train, np.arange(50) % 2)  # no x_test: split like a file, 20% held out
+    assert (len(drawn.train), len(drawn.test)) == (40, 10)
+    images = from_arrays(rng.integers(0, 256, (30, 8, 8), dtype=np.uint8))
+    assert images.meta.kind == "image" and images.train.x.shape[1:] == (1, 8, 8) and images.train.x.max() <= 1
+    with pytest.raises(GenlabError, match="without x_test"):
+        from_arrays(x_train, y_test=np.zeros(3))
+    with pytest.raises(GenlabError, match="labels of shape"):
+        from_arrays(x_train, np.zeros(7))
+
+
+def test_fit_takes_an_array_or_a_tensor_and_names_what_it_cannot_take():
+    from genlab import VAE, TrainConfig, VAEConfig, fit
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    for given in (x, torch.from_numpy(x)):
+        model = VAE(VAEConfig(input_shape=(4,), likelihood="gaussian", latent_dim=2, hidden=(8,)))
+        run = fit(model, given, TrainConfig(epochs=1, batch_size=32, val_fraction=0.0), progress=False)
+        assert run.history[-1]["step"] == 2  # all 64 rows trained on: two batches of 32
+    with pytest.raises(GenlabError, match="TensorDataset"):
+        fit(model, torch.utils.data.TensorDataset(torch.from_numpy(x)), progress=False)
+
+
+def test_a_split_built_by_hand_from_numpy_holds_tensors():
+    from genlab.data import Split
+
+    split = Split(np.zeros((3, 2)), y=np.array([0, 1, 1]))
+    assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64 and len(split.subset([0, 2])) == 2

@@ -164,7 +164,7 @@ class _StopFlag:
 
 def fit(
     model: torch.nn.Module,
-    data: Dataset,
+    data: Dataset | np.ndarray | torch.Tensor,
     config: TrainConfig | None = None,
     out: str | Path | None = None,
     *,
@@ -173,12 +173,16 @@ def fit(
     weights: Weights = None,
     progress: bool = True,
 ) -> runs.Run:
-    """Train `model` on `data.train`; with `out`, write and checkpoint a run directory there.
+    """Train `model` on `data.train` (or on every row of an array or tensor); with `out`, write and checkpoint a
+    run directory there.
 
     weights: per-example sampling weights for the training split (a tensor), or a function
     (model, train split) -> weights (None: uniform) called at the start of every epoch; rare examples drawn more
     often. Without them, a model that REWEIGHTS draws by its own `sampling_weights`.
     """
+    from genlab.data.load import as_dataset
+
+    data = as_dataset(data)
     config = config or TrainConfig(**getattr(model, "train_defaults", {}))
     weights = _weights_source(model, weights)
     world, device = World.from_environment(resolve_device(config.device))

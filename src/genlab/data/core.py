@@ -46,6 +46,13 @@ class Split:
     group: torch.Tensor | None = None  # (N,) int64 nuisance/group ids
     factors: torch.Tensor | None = None  # (N, F) int64 values of known generating factors
 
+    def __post_init__(self):  # numpy arrays given by hand become the tensors the trainer indexes
+        if isinstance(self.x, np.ndarray):
+            self.x = torch.from_numpy(np.ascontiguousarray(self.x, dtype=np.float32))
+        for name in ("y", "group", "factors"):
+            if isinstance(getattr(self, name), np.ndarray):
+                setattr(self, name, torch.from_numpy(np.asarray(getattr(self, name), dtype=np.int64)))
+
     def __len__(self) -> int:
         return len(self.x)
 

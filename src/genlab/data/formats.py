@@ -476,6 +476,15 @@ def _load_npz(path: Path, spec: DataSpec) -> RawData:
         # MemoryError: a damaged member header that promises a huge array (zip members cannot be memory-mapped)
         why = str(e) or type(e).__name__
         raise GenlabError(f"cannot read '{path}' as a .npz archive of numeric arrays: {why}.") from None
+    return raw_from_arrays(arrays, spec, path)
+
+
+ARRAY_KEYS = ("x", "y", "group", "x_train", "y_train", "group_train", "x_test", "y_test", "group_test")
+
+
+def raw_from_arrays(arrays: dict, spec: DataSpec, path) -> RawData:
+    """Named arrays (an NPZ's members, or arrays given in Python) as raw data: x with y and group split here,
+    or x_train/x_test with y_train/y_test and group_train/group_test as given. `path` names them in errors."""
     x = _pair(arrays, ("x_train", "x_test"), path)
     if x:
         xtr, xte = (_as_examples(a, path) for a in x)

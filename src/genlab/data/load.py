@@ -6,6 +6,9 @@ import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from genlab.configs import build_config
 from genlab.data import embedded, formats, nuisance
 from genlab.data.core import Dataset, DataSpec, finish
@@ -54,3 +57,44 @@ def load_dataset(name_or_path: str | os.PathLike, **options) -> Dataset:
             )
         raw = formats.load_path(path, spec)
     return finish(raw, spec)
+
+
+def from_arrays(x_train, y_train=None, group_train=None, x_test=None, y_test=None, group_test=None, *,
+                name: str = "arrays", **options) -> Dataset:
+    """A Dataset from arrays in memory (numpy arrays or tensors), read as an NPZ file with the same members
+    would be: images (N, H, W), (N, C, H, W) or (N, H, W, C) (uint8 / 255), or a table (N, D); labels and
+    group ids per example. With x_test the split is kept as given; without, it is drawn like a file's
+    (`test_fraction`, seeded). Options are load_dataset's (standardize, binarize, ...)."""
+    given = {"y_train": y_train, "group_train": group_train, "x_test": x_test, "y_test": y_test,
+             "group_test": group_test}
+    if x_test is None:
+        if y_test is not None or group_test is not None:
+            raise GenlabError("y_test or group_test without x_test: give the test inputs too.")
+        named = {"x": x_train, "y": y_train, "group": group_train}
+    else:
+        named = {"x_train": x_train, **given}
+    arrays = {k: _array(v, k) for k, v in named.items() if v is not None}
+    spec = build_config(DataSpec, {"name": name, **options}, "data")
+    data = finish(formats.raw_from_arrays(arrays, spec, f"the {name}"), spec)
+    data.spec = None  # arrays have no name to reload them by: a run trained on them records data: null
+    return data
+
+
+def as_dataset(data) -> Dataset:
+    """What `fit` trains on: a Dataset as it is; an array or tensor of inputs, all of them (no test split held
+    out, no standardisation: the model sees the values it is given)."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, np.ndarray) or torch.is_tensor(data):
+        x = _array(data, "X")
+        return from_arrays(x, x_test=x[: min(len(x), 1000)], standardize=False)
+    raise GenlabError(f"fit trains on a genlab Dataset, a numpy array or a tensor, not a {type(data).__name__}; "
+                      "wrap your arrays with genlab.data.from_arrays(x_train, y_train, ...).")
+
+
+def _array(value, name: str) -> np.ndarray:
+    if torch.is_tensor(value):
+        return value.detach().cpu().numpy()
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return np.asarray(value)
+    raise GenlabError(f"{name} must be a numpy array or a tensor, not a {type(value).__name__}.")
