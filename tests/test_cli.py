@@ -1,13 +1,16 @@
 """The command line: the user's path end to end, and every listed user mistake as exit 2 with one `error:` line."""
 
 import json
+import math
 import pickle
 import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from genlab import GenlabError
 from genlab.cli import main
 
 FAST = ["--latent-dim", "2", "--hidden", "32", "--epochs", "1", "--batch-size", "256", "--no-progress"]
@@ -336,6 +339,12 @@ def test_more_user_mistakes_are_one_line(cli_run, tmp_path, capsys):
         (["evaluate", str(cli_run), "--importance-samples", "1000000000000"], "--importance-samples"),
         (["report", str(cli_run), "--importance-samples", "0"], "--importance-samples"),
         (["reconstruct", str(cli_run), "-n", "1000000000"], "-n: expected a whole number from 1 to 10000"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--nproc", "1000000000"], "--nproc must be from 1 to"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--weight-decay", "1e39"], "weight_decay must be in"),
+        (["train", "vae", "--data", "digits", *out, "--epochs", "1000000000", "--no-progress"],
+         "epochs must be an integer from 1 to 1000000"),
+        (["train", "vae", "--data", "digits", *out, *FAST, "--workers", "100000"], "workers must be"),
+        (["traverse", str(cli_run), "--range", "1e308"], "R in (0, 100]"),
     ]
     for argv, fragment in cases:
         expect_user_error(capsys, argv, fragment)
@@ -419,6 +428,12 @@ def test_missing_sections_of_a_run_config_are_one_line(cli_run, tmp_path, capsys
     lambda state, tensors: state["state"].update(epoch_sums={"loss": "x"}),
     lambda state, tensors: [tensors.pop(k) for k in list(tensors) if k.startswith("rng.cpu.")],
     lambda state, tensors: state.pop("state"),
+    lambda state, tensors: state["state"].update(epoch=-5),
+    lambda state, tensors: tensors.update({k: -5 * torch.ones(()) for k in list(tensors) if k.endswith(".step")}),
+    lambda state, tensors: tensors.update({k: torch.full_like(v, -1.0) for k, v in list(tensors.items())
+                                           if k.endswith(".exp_avg_sq")}),
+    lambda state, tensors: tensors.update({"best." + k[len("model."):]: torch.zeros(3) for k in list(tensors)
+                                           if k.startswith("model.")}),
 ])
 def test_a_tampered_checkpoint_state_is_one_line(cli_run, tmp_path, capsys, tamper):
     from genlab.runs import CHECKPOINT, read_tensors, save_tensors
@@ -441,7 +456,23 @@ def test_rows_genlab_did_not_write_in_metrics_are_skipped(cli_run, tmp_path):
     rows = read_metrics(run)
     with open(run / METRICS, "ab") as f:
         f.write(b'[1, 2]\n"text"\n\xff\xfe{\n' + b"[" * 100_000 + b"\n3\n{\"kind\": \"epoch\"\n")
+        f.write(b'{"kind": "epoch", "epoch": ' + b"9" * 5000 + b'}\n')  # past Python's int-parsing limit
+        f.write(b'{"kind": "epoch", "epoch": [1], "step": {}, "loss": []}\n')  # values genlab never writes
     assert read_metrics(run) == rows and rows[-1]["kind"] == "end"
+
+
+def test_a_run_config_past_the_int_limit_or_pointing_at_other_data_is_one_line(cli_run, tmp_path, capsys):
+    huge, other = tmp_path / "huge", tmp_path / "other"
+    for run in (huge, other):
+        shutil.copytree(cli_run, run)
+    text = (huge / "config.json").read_text()
+    (huge / "config.json").write_text(text.replace('"latent_dim": 2', '"latent_dim": ' + "9" * 5000))
+    expect_user_error(capsys, ["sample", str(huge)], "not valid JSON")
+    config = json.loads((other / "config.json").read_text())
+    config["data"]["name"] = "mnist5k"  # 28x28 digits for a model of 8x8 ones
+    (other / "config.json").write_text(json.dumps(config))
+    for tool in ("latent", "detect"):
+        expect_user_error(capsys, [tool, str(other)], "its config.json was changed")
 
 
 def test_a_killed_run_says_how_to_continue_it(cli_run, tmp_path, capsys):
@@ -493,3 +524,32 @@ def test_each_family_gets_a_flag_for_every_config_field_with_its_help_and_defaul
         assert "passes over the training split (default: " + str(epochs) + ")" in text  # the family's default
     assert main(["train", "gan", "--help"]) == 0
     assert "(default: 100)" in capsys.readouterr().out  # a GAN trains 100 epochs, not TrainConfig's 50
+
+
+def test_a_table_of_1e300s_goes_through_every_tool_without_a_warning(tmp_path, capsys):
+    import warnings
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)) * 1e300
+    x[:, 0] *= 1.7  # up to about 5e300; standardised in float64, a column scaled to [-1, 1] first
+    np.save(tmp_path / "huge.npy", x)
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["train", "vae", "--data", str(tmp_path / "huge.npy"), "--out", str(run), "--epochs", "1",
+                     "--no-progress"]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", str(run), "--quality", "--json", "--no-progress"]) == 0
+        assert math.isfinite(json.loads(capsys.readouterr().out)["fd"])
+        assert main(["sample", str(run), "-n", "5", "--out", str(tmp_path / "s.npy")]) == 0
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.dtype == np.float64 and np.isfinite(samples).all() and np.abs(samples).max() > 1e290
+
+
+def test_a_weights_file_with_a_byte_order_mark_is_read_and_a_device_is_refused(cli_run, tmp_path, capsys):
+    from genlab.outliers import read_weights_csv
+
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfindex,weight\n0,1\n1,3\n")
+    assert read_weights_csv(tmp_path / "bom.csv").tolist() == [1.0, 3.0]
+    with pytest.raises(GenlabError, match="not a CSV file"):
+        read_weights_csv("/dev/zero")

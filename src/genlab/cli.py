@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("run")
     v.add_argument("--dims", type=int, nargs="+", help="dimensions to sweep (default: --top 8)")
     v.add_argument("--top", type=int, default=8, help="sweep the K dimensions with the most KL")
-    v.add_argument("--range", type=_number, default=3.0, dest="span", help="sweep -R..R prior standard deviations")
+    v.add_argument("--range", type=_number, default=3.0, dest="span",
+                   help="sweep -R..R prior standard deviations (R up to 100)")
     v.add_argument("--steps", type=_count(MAX_STEPS), default=9)
     v.add_argument("--index", type=int, help="start from the code of this test input (default: the prior mean)")
     v.add_argument("--out", help="FILE.png; default RUN/traverse.png")
@@ -213,6 +214,12 @@ def _unknown_flags(args, unknown: list[str]) -> str:
     return f"unrecognized arguments: {' '.join(unknown)} (see 'genlab {args.command} --help')"
 
 
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def _without_option(argv: list[str], option: str) -> list[str]:
     out, skip = [], False
     for arg in argv:
@@ -284,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "nproc", None) is not None:
             from genlab.distributed import launch
 
-            if args.nproc < 1:
-                raise GenlabError(f"--nproc must be a positive number of processes, not {args.nproc}.")
+            most = max(os.cpu_count() or 1, _gpus())
+            if not 1 <= args.nproc <= most:
+                raise GenlabError(f"--nproc must be from 1 to {most} (this machine's CPU cores or GPUs), not "
+                                  f"{args.nproc}.")
             if args.nproc > 1:
                 _training_plan(args).check()  # a mistake is one line here, not one per process and a traceback
                 return launch(args.nproc, _without_option(argv, "--nproc"))
@@ -296,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except GenlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `genlab datasets | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # a folder that cannot be written, a full disk: the user's to fix, not a bug
         where = f" '{e.filename}'" if e.filename else ""
         print(f"error: {e.strerror or e}{where}; check the path and its permissions.", file=sys.stderr)
@@ -473,7 +485,7 @@ def _read_config_file(path: str) -> dict:
         config = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise GenlabError(f"the config file '{path}' does not exist.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise GenlabError(f"cannot read the config file '{path}' as JSON ({type(e).__name__}).") from None
     if not isinstance(config, dict) or set(config) - {"model", "data", "train"} \
             or not all(isinstance(section, dict) for section in config.values()):
@@ -520,10 +532,11 @@ def cmd_sample(args) -> None:
     meta = run.config.get("data_meta") or {}
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
-        array = samples.numpy()
-        if meta.get("loc") is not None:  # back to the data's own units
-            array = array * np.asarray(meta["std"], np.float32) + np.asarray(meta["loc"], np.float32)
-        files.save_array(array.astype(np.float32), out)
+        from genlab.data.core import to_data_units
+
+        array = to_data_units(samples, meta)  # in the data's own units
+        fits = np.abs(array).max(initial=0) <= np.finfo(np.float32).max
+        files.save_array(array.astype(np.float32) if fits else array, out)  # float64 for values past float32
     else:
         pictures.save_samples_picture(samples, meta.get("kind", "image"), out)
     print(f"{args.n} samples written to {out}")

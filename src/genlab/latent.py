@@ -43,6 +43,8 @@ def traverse(model, code: torch.Tensor, dims: list[int], span: float = 3.0, step
         raise GenlabError(f"latent dimension(s) {bad} do not exist: this model has dimensions 0..{latent_dim - 1}.")
     if steps < 2:
         raise GenlabError(f"a traversal needs at least 2 steps, not {steps}.")
+    if not 0 < span <= 100:
+        raise GenlabError(f"a traversal sweeps -R..R prior standard deviations with R in (0, 100], not {span}.")
     values = torch.linspace(-span, span, steps)
     z = code.repeat(len(dims) * steps, 1)
     for row, d in enumerate(dims):

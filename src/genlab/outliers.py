@@ -50,6 +50,7 @@ SCORES = ("auto", "recon", "elbo", "iwae", "latent_density", "likelihood_ratio",
           "capped_elbo")
 AUTO_SCORE = {"image": "capped_elbo", "tabular": "elbo"}  # chosen by benchmarks/outliers.py (README)
 AUTO_STEPS = 2000
+MAX_WEIGHTS_BYTES = 2**30
 NEEDS_CODES = ("recon", "latent_density")  # an encoder and decoder (ENCODES); every other score needs a DENSITY
 CAP_QUANTILE, CAP_SLOPE = 0.99, 10.0
 ROUNDOFF = 1e-6  # a column's spread below this share of its size is float32 round-off, not variation
@@ -415,8 +416,10 @@ def read_weights_csv(path: str | Path) -> torch.Tensor:
     """The `weight` column (or weights made from the `score` column) of a scores CSV, in index order."""
     import csv
 
+    if Path(path).exists() and (not Path(path).is_file() or Path(path).stat().st_size > MAX_WEIGHTS_BYTES):
+        raise GenlabError(f"the weights file '{path}' is not a CSV file of at most 1 GiB.")
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark from a spreadsheet is fine
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
         raise GenlabError(f"the weights file '{path}' does not exist.") from None

@@ -63,7 +63,11 @@ class Run:
             if name is None:
                 raise GenlabError("this run was trained on in-memory data without a saved spec; pass the data "
                                   "explicitly.")
-            return load_dataset(name, **{**spec, **overrides})
+            data = load_dataset(name, **{**spec, **overrides})
+            if tuple(data.meta.shape) != tuple(self.config["model"].get("input_shape") or ()):
+                raise GenlabError(f"the run models examples of shape {tuple(self.config['model']['input_shape'])}, "
+                                  f"but its data ({name}) has {tuple(data.meta.shape)}: its config.json was changed.")
+            return data
         meta = self.config.get("data_meta") or {}
         loc, std = meta.get("loc"), meta.get("std")
         if loc is None:
@@ -256,7 +260,7 @@ def read_config(path: Path) -> dict:
         raise GenlabError(f"'{path}' is not a genlab run: it has no {CONFIG}.")
     try:
         config = json.loads((path / CONFIG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # bad JSON, bad bytes, an integer of 5,000 digits, deep nesting
         raise GenlabError(f"'{path / CONFIG}' is not valid JSON ({type(e).__name__}).") from None
     if not isinstance(config, dict) or not isinstance(config.get("family"), str) \
             or not isinstance(config.get("model"), dict):
@@ -295,8 +299,8 @@ def read_metrics(path: Path) -> list[dict]:
     for line in file.read_bytes().splitlines():
         try:
             row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        except (ValueError, RecursionError):
             continue  # a line cut by a kill, or one genlab did not write
-        if isinstance(row, dict):
-            rows.append(row)
+        if isinstance(row, dict) and all(isinstance(v, (str, int, float, bool, type(None))) for v in row.values()):
+            rows.append(row)  # the rows genlab writes hold numbers, names and nulls only
     return rows

@@ -41,6 +41,7 @@ Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS = get_args(Precision)
 Schedule = Literal["constant", "cosine"]
 SCHEDULES = get_args(Schedule)
+MAX_EPOCHS = 1_000_000  # far past any training that ends; 1e9 would only run until killed
 Weights = torch.Tensor | Callable[[torch.nn.Module, Split], torch.Tensor] | None
 
 
@@ -69,11 +70,13 @@ class TrainConfig:
         def check(ok, message):
             if not ok:
                 raise GenlabError(message + ".")
-        require(whole(self.epochs, 1), f"epochs must be a positive integer, not {self.epochs!r}")
-        require(whole(self.batch_size, 1), f"batch_size must be a positive integer, not {self.batch_size!r}")
+        require(whole(self.epochs, 1, MAX_EPOCHS),
+                f"epochs must be an integer from 1 to {MAX_EPOCHS}, not {self.epochs!r}")
+        require(whole(self.batch_size, 1, 2**24),
+                f"batch_size must be an integer from 1 to 2^24, not {self.batch_size!r}")
         require(0 < self.lr <= MAX_LR, f"lr must be in (0, {MAX_LR}], not {self.lr}")
         require(self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
-        require(self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}")
+        require(0 <= self.weight_decay <= MAX_LR, f"weight_decay must be in [0, {MAX_LR}], not {self.weight_decay}")
         require(whole(self.seed, 0, 2**32 - 1), f"seed must be an integer from 0 to 2^32 - 1, "
               f"not {self.seed!r}")
         require(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), not {self.val_fraction}")
@@ -86,7 +89,7 @@ class TrainConfig:
         require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, not '{self.device}'")
         require(self.precision in PRECISIONS,
                 f"precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
-        require(whole(self.workers, 0), "workers must be an integer >= 0")
+        require(whole(self.workers, 0, 256), "workers must be an integer from 0 to 256")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -656,8 +659,15 @@ def _load_checkpoint(file: Path, model, optimizers, world: World):
     try:
         meta = json.loads(metadata["state"])
         state = build_config(_State, meta["state"], "checkpoint state", finite=False)
+        counters = {k: v for k, v in dataclasses.asdict(state).items() if type(v) is int}
+        if any(v < 0 for v in counters.values()):
+            raise ValueError(f"negative counters {counters}")
         runs.load_weights(model, _prefixed(tensors, "model."), file)
         best = _prefixed(tensors, "best.") or None
+        expected = model.state_dict()
+        if best is not None and (best.keys() != expected.keys()
+                                 or any(best[k].shape != expected[k].shape for k in best)):
+            raise ValueError("the best epoch's weights do not fit the model")
         for i, opt in enumerate(optimizers):
             per_param: dict[int, dict] = {}
             for key, value in _prefixed(tensors, f"optim.{i}.").items():
@@ -667,22 +677,30 @@ def _load_checkpoint(file: Path, model, optimizers, world: World):
                 j, pid, name = key.split(".", 2)
                 if int(j) == i:
                     per_param.setdefault(int(pid), {})[name] = value
-            groups = meta["param_groups"][i]
-            for g in groups:
-                if "betas" in g:
-                    g["betas"] = tuple(g["betas"])
             params = [p for g in opt.param_groups for p in g["params"]]
             for pid, pstate in per_param.items():  # Adam's state, as a tampered file cannot fake it
-                if not 0 <= pid < len(params) or {"exp_avg", "exp_avg_sq", "step"} - set(pstate) or any(
-                        torch.is_tensor(v) and v.dim() and v.shape != params[pid].shape for v in pstate.values()):
+                if not 0 <= pid < len(params) or not _adam_state_fits(pstate, params[pid]):
                     raise ValueError(f"optimiser state of parameter {pid}")
-            opt.load_state_dict({"state": per_param, "param_groups": groups})
+            # the hyperparameters (betas, eps, weight decay) are the run's config, not the file's to change
+            opt.load_state_dict({"state": per_param, "param_groups": opt.state_dict()["param_groups"]})
         torch.set_rng_state(tensors[f"rng.cpu.{world.rank}"])
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
-    except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError, json.JSONDecodeError) as e:
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError, RecursionError) as e:
         raise GenlabError(f"the checkpoint '{file}' is incomplete or from another version ({e!r}).") from None
     return state, best, tensors.get("order")
+
+
+def _adam_state_fits(state: dict, param: torch.Tensor) -> bool:
+    """Whether a checkpoint's Adam state for `param` is one Adam could have written: its two running moments
+    finite and of the parameter's shape (the second non-negative), its step count a non-negative scalar."""
+    if set(state) != {"exp_avg", "exp_avg_sq", "step"} or not all(torch.is_tensor(state[k]) for k in ("exp_avg",
+                                                                                                      "exp_avg_sq")):
+        return False
+    m, v, step = state["exp_avg"], state["exp_avg_sq"], torch.as_tensor(state["step"])
+    return (m.shape == v.shape == param.shape and step.dim() == 0 and bool(torch.isfinite(m).all())
+            and bool(torch.isfinite(v).all()) and bool((v >= 0).all()) and math.isfinite(float(step))
+            and float(step) >= 0)
 
 
 def _prefixed(tensors: dict, prefix: str) -> dict:

@@ -175,11 +175,18 @@ def finish(raw: RawData, spec: DataSpec) -> Dataset:
     if standardize:
         if kind == "image":
             raise GenlabError("standardize applies to tabular data and points, not to images.")
-        mean, std = xtr.mean(0, dtype=np.float64), xtr.std(0, dtype=np.float64)  # float32 overflows on 1e30
+        # in float64, each column first divided by its largest size: 1e30 overflows float32 and 1e200 squared
+        # overflows float64, a column scaled to [-1, 1] neither
+        size = np.abs(xtr).max(0)
+        size = np.where(size > 0, size, 1.0)
+        unit_tr, unit_te = xtr / size, xte / size
+        mean, std = unit_tr.mean(0), unit_tr.std(0)
         std = np.where(std > 0, std, 1.0)
-        xtr, xte = (xtr - mean) / std, (xte - mean) / std
-        loc, spread = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        xtr, xte = (unit_tr - mean) / std, (unit_te - mean) / std
+        loc, spread = tuple(float(v) for v in mean * size), tuple(float(v) for v in std * size)
     if xtr.dtype != np.float32:
+        if not (np.isfinite(xtr).all() and np.isfinite(xte).all()):
+            raise GenlabError(f"'{spec.name}' holds values too large to standardise; rescale the columns.")
         largest = max(float(np.abs(xtr).max()), float(np.abs(xte).max()))
         if largest > float(np.finfo(np.float32).max):
             raise GenlabError(f"'{spec.name}' holds values as large as {largest:.3g}, beyond 32-bit floats "
@@ -227,6 +234,17 @@ def _meta(spec: DataSpec, raw: RawData, kind: str, shape: tuple[int, ...], loc=N
         std=std,
         groups=tuple(raw.extra.get("group_names", ())),
     )
+
+
+def to_data_units(x, meta) -> np.ndarray:
+    """Model inputs (or samples) back in the data's own units: a standardised table times its training std
+    plus its mean, in float64 (a column of 1e300 overflows float32); anything else as it is. (N, ...)"""
+    x = torch.as_tensor(x).double().numpy() if not isinstance(x, np.ndarray) else x.astype(np.float64)
+    loc = meta.get("loc") if isinstance(meta, dict) else getattr(meta, "loc", None)
+    if loc is None:
+        return x
+    std = meta["std"] if isinstance(meta, dict) else meta.std
+    return x.reshape(len(x), -1) * np.asarray(std) + np.asarray(loc)
 
 
 def finish_image(a: np.ndarray, spec: DataSpec) -> np.ndarray:

@@ -29,6 +29,7 @@ from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from torch import nn
 
+from genlab.data.core import to_data_units
 from genlab.data.embedded import MIXTURES, cache_dir
 from genlab.errors import GenlabError
 from genlab.models.base import evaluating
@@ -185,10 +186,11 @@ def domain_classifier(data, progress: bool = False) -> tuple[DomainClassifier, f
 
 
 def _in_data_units(x: torch.Tensor, meta) -> np.ndarray:
-    x = torch.as_tensor(x).float().numpy().reshape(len(x), -1)
-    if getattr(meta, "loc", None) is not None:
-        x = x * np.asarray(meta.std, np.float32).reshape(1, -1) + np.asarray(meta.loc, np.float32).reshape(1, -1)
-    return x
+    return to_data_units(x, meta).reshape(len(x), -1)
+
+
+def _flat(x) -> np.ndarray:
+    return torch.as_tensor(x).double().numpy().reshape(len(x), -1)
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -214,13 +216,13 @@ def quality(model, data, n: int | None = None, seed: int = 0, progress: bool = F
         logits = _apply(net, samples)
         result.update(label_coverage(logits.argmax(1), logits.shape[1]))
     elif data.meta.kind == "image":
-        pixels = _in_data_units(data.train.x[:10000], data.meta)
+        pixels = _flat(data.train.x[:10000])
         pca = PCA(min(64, *pixels.shape), random_state=0).fit(pixels)
-        feats = lambda x: pca.transform(_in_data_units(x, data.meta))  # noqa: E731
+        feats = lambda x: pca.transform(_flat(x))  # noqa: E731
         result["features"] = "pca64 of pixels (no labels for a domain classifier)"
     else:
-        feats = lambda x: _in_data_units(x, data.meta)  # noqa: E731
-        result["features"] = "the data's coordinates"
+        feats = _flat  # standardised units for tables: scale-free, and 1e300 columns do not overflow
+        result["features"] = "the model's coordinates (tables standardised)"
     train_f = feats(data.train.x)
     test_f = feats(data.test.x[:n])
     fake_f = feats(samples)
