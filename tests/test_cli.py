@@ -286,7 +286,7 @@ def test_resume_refuses_other_data_config_recipe_and_weights(cli_run, tmp_path, 
     config.write_text(json.dumps({"model": {"hidden": [8]}}))
     weights = tmp_path / "w.csv"
     weights.write_text("index,weight\n" + "".join(f"{i},1\n" for i in range(1437)))
-    expect_user_error(capsys, [*resume, "--data", "mnist5k"], "--data names mnist5k")
+    expect_user_error(capsys, [*resume, "--data", "mnist5k"], "--data \"mnist5k\"")
     expect_user_error(capsys, [*resume, "--config", str(config)], "--hidden [8]")
     expect_user_error(capsys, [*resume, "--recipe", "likelihood"], "differs")
     expect_user_error(capsys, [*resume, "--weights", str(weights)], "sampling weights")

@@ -281,3 +281,19 @@ def test_sampling_weights_near_the_float_limit_keep_their_ratios():
         weights = check_weights(torch.tensor([1e308, 1e308, 0.0, 5e307], dtype=torch.float64), 4)
         assert weights.tolist() == [1.0, 1.0, 0.0, 0.5]
         assert effective_sample_size(weights) == pytest.approx(2.5**2 / 2.25)
+
+
+def test_resume_in_python_is_held_to_the_run_as_the_cli_is(tmp_path):
+    """The one resume check lives in the library: fit(resume=True) refuses another learning rate, naming it,
+    and lets epochs grow and the device change."""
+    data = load_dataset("digits")
+    config = TrainConfig(epochs=1, batch_size=256, val_fraction=0.0, device="auto")
+    torch.manual_seed(0)
+    model = VAE(VAEConfig.for_data(data.meta, net="mlp", hidden=(16,), latent_dim=2))
+    fit(model, data, config, tmp_path / "run", progress=False)
+    with pytest.raises(GenlabError, match=r"--lr 0.01 .* differs from its train config \(0.001\)"):
+        fit(model, data, dataclasses.replace(config, epochs=2, lr=0.01), tmp_path / "run", resume=True,
+            progress=False)
+    run = fit(model, data, dataclasses.replace(config, epochs=2, device="cpu"), tmp_path / "run", resume=True,
+              progress=False)
+    assert run.history[-1]["epochs"] == 2

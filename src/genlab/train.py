@@ -204,16 +204,8 @@ def check_start(model, data: Dataset, config: TrainConfig, out=None, *, resume: 
     if config.val_fraction > 0 and not can(model, VALIDATES):
         raise GenlabError(f"a {model.family} has no validation loss to select epochs by; "
                           "train it with val_fraction 0 (--val-fraction 0).")
-    train, _ = split_validation(data.train, config.val_fraction)
-    model.check_data(data.train.x, data.train.y)
-    if config.tensorboard:
-        _tensorboard_writer_class(out)
-    first_weights = None
     weights = _weights_source(model, weights)
-    if callable(weights):
-        if not resume:  # a resumed run recomputes them for the epoch it continues
-            first_weights = _epoch_weights(weights, model, train)
-    elif weights is not None:
+    if weights is not None and not callable(weights):
         weights = check_weights(weights, len(data.train))
     run_config = {
         "genlab_version": runs.genlab_version(),
@@ -232,6 +224,12 @@ def check_start(model, data: Dataset, config: TrainConfig, out=None, *, resume: 
             _check_checkpoint(Path(out) / runs.CHECKPOINT, config, processes)
     elif resume:
         raise GenlabError("resume needs the run directory (out) to resume from.")
+    model.check_data(data.train.x, data.train.y)  # after the run's identity: a resume on other data says so
+    if config.tensorboard:
+        _tensorboard_writer_class(out)
+    first_weights = None
+    if callable(weights) and not resume:  # a resumed run recomputes them for the epoch it continues
+        first_weights = _epoch_weights(weights, model, split_validation(data.train, config.val_fraction)[0])
     return run_config, first_weights
 
 
@@ -601,19 +599,37 @@ def _mean_validation_loss(model, val: Split, config: TrainConfig, device, batch_
     return total / len(val)
 
 
+RESUME_MAY_CHANGE = {"epochs", "device", "workers"}  # training settings a resume may set anew
+
+
 def _check_same_run(saved: dict, now: dict, path: Path) -> None:
+    """Refuse a resume whose model, data or training settings (all but RESUME_MAY_CHANGE) differ from the
+    run's config.json, naming the first that does."""
     if saved.get("sampling_weights") != now.get("sampling_weights"):
         raise GenlabError(
             f"--resume continues the run in '{path}' with the sampling weights it was trained with "
             f"({saved.get('sampling_weights') or 'none'}), but the weights given now are "
             f"{now.get('sampling_weights') or 'none'}; give the same --weights file as before, or train a new run."
         )
-    for key in ("family", "model", "data", "data_meta"):
-        if json.loads(json.dumps(saved.get(key))) != json.loads(json.dumps(now.get(key))):
-            raise GenlabError(
-                f"--resume continues the run in '{path}' as it was configured, but the {key} given now differs "
-                f"from its config.json; drop the changed options or train a new run."
-            )
+    for section in ("family", "model", "data", "train", "data_meta"):
+        old, new = json.loads(files.dumps(saved.get(section))), json.loads(files.dumps(now.get(section)))
+        if section == "train" and isinstance(old, dict) and isinstance(new, dict):
+            old, new = ({k: v for k, v in d.items() if k not in RESUME_MAY_CHANGE} for d in (old, new))
+        if old == new:
+            continue
+        if section == "data_meta":
+            raise GenlabError(f"the data of the run in '{path}' has changed since it was trained (shape, classes or "
+                              "statistics); train a new run.")
+        if not (isinstance(old, dict) and isinstance(new, dict)):
+            raise GenlabError(f"--resume continues the run in '{path}' as it was configured, but its {section} "
+                              "differs now; train a new run.")
+        key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+        flag = "--data" if (section, key) == ("data", "name") else "--" + key.replace("_", "-")
+        raise GenlabError(
+            f"--resume continues the run in '{path}' as it was configured, but {flag} {json.dumps(new.get(key))} "
+            f"(a flag, or from --config or --recipe) differs from its {section} config ({json.dumps(old.get(key))}); "
+            "drop it, or train a new run."
+        )
 
 
 def _write_best(path, model, best) -> None:
