@@ -553,3 +553,16 @@ def test_a_weights_file_with_a_byte_order_mark_is_read_and_a_device_is_refused(c
     assert read_weights_csv(tmp_path / "bom.csv").tolist() == [1.0, 3.0]
     with pytest.raises(GenlabError, match="not a CSV file"):
         read_weights_csv("/dev/zero")
+
+
+def test_a_run_still_training_says_so_instead_of_suggesting_a_resume(cli_run, tmp_path, capsys):
+    from genlab.runs import MODEL, RunLock
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    (run / MODEL).unlink()
+    lock = RunLock(run).acquire()
+    try:
+        expect_user_error(capsys, ["sample", str(run)], "still training")
+    finally:
+        lock.release()

@@ -281,6 +281,11 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     model = build_model(config["family"], config["model"])
     weights = path / MODEL
     if not weights.is_file():
+        try:
+            RunLock(path).check()
+        except GenlabError:
+            raise GenlabError(f"the run '{path}' is still training (another genlab process holds it); its "
+                              f"{MODEL} is written when that training ends.") from None
         if (path / CHECKPOINT).is_file():
             raise GenlabError(f"the run '{path}' has no {MODEL}: its training did not finish. Continue it with "
                               f"'genlab train {config['family']} --out {path} --resume'.")
