@@ -546,3 +546,18 @@ def test_a_split_built_by_hand_from_numpy_holds_tensors():
 
     split = Split(np.zeros((3, 2)), y=np.array([0, 1, 1]))
     assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64 and len(split.subset([0, 2])) == 2
+
+
+def test_the_fast_csv_reader_and_the_exact_one_agree(tmp_path):
+    from genlab.data.formats import _parse_numbers, _parse_numbers_fast
+
+    file = tmp_path / "t.csv"
+    file.write_text('a,label,b\n1.5,0,"2"\n-3e2,1,4\n5,0,inf\n')
+    fast, header = _parse_numbers_fast(file, ",")
+    exact, same_header = _parse_numbers(file.read_text(), ",", file)
+    assert header == same_header == ["a", "label", "b"]
+    np.testing.assert_array_equal(fast, exact)
+    file.write_text("1,2\n3,x\n")  # not a table of numbers: the fast reader leaves it to the exact one
+    assert _parse_numbers_fast(file, ",") == (None, None)
+    with pytest.raises(GenlabError, match="line 2 has a value that is not a number"):
+        load_dataset(file)

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import math
 import shutil
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -415,8 +416,46 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Numeric CSV (TSV for .tsv): an optional header row, in which a column named label, labels, class or
     target holds labels (as written; `class_labels` maps them). Returns (N, D) float64 features and labels."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    values, header = _parse_numbers_fast(path, delimiter)
+    if values is None:  # the exact reader below, which names the line that is not a table of numbers
+        values, header = _parse_numbers(read_text(path), delimiter, path)
+    labels = None
+    label_cols = [j for j, name in enumerate(header or ()) if name in LABEL_COLUMNS]
+    if label_cols:
+        labels = values[:, label_cols[0]]
+        values = np.delete(values, label_cols[0], axis=1)
+    if values.shape[1] == 0:
+        raise GenlabError(f"'{path}' has no feature columns besides its labels.")
+    return values, labels  # float64: a table becomes float32 once standardised (data.core)
+
+
+def _parse_numbers_fast(path: Path, delimiter: str) -> tuple[np.ndarray | None, list[str] | None]:
+    """numpy's C parser on a well-formed table (an optional header, then numbers): (values, header), or
+    (None, None) when it is not one, for the exact reader to explain."""
     try:
-        rows = [r for r in csv.reader(read_text(path).splitlines(), delimiter=delimiter) if any(c.strip() for c in r)]
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return None, None
+    if not first.strip():  # a blank first line: the exact reader skips it
+        return None, None
+    cells = next(csv.reader([first], delimiter=delimiter), [])
+    header = None if all(_is_number(c) for c in cells) else [c.strip().lower() for c in cells]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns (and returns nothing) on a header-only file
+            values = np.loadtxt(path, delimiter=delimiter, skiprows=1 if header else 0, ndmin=2, dtype=np.float64,
+                                quotechar='"', encoding="utf-8")
+    except (ValueError, UserWarning, OSError):
+        return None, None
+    if len(values) == 0 or values.shape[1] != len(cells):
+        return None, None
+    return values, header
+
+
+def _parse_numbers(text: str, delimiter: str, path: Path) -> tuple[np.ndarray, list[str] | None]:
+    try:
+        rows = [r for r in csv.reader(text.splitlines(), delimiter=delimiter) if any(c.strip() for c in r)]
     except csv.Error as e:
         raise GenlabError(f"cannot read '{path}' as CSV: {e}.") from None
     if not rows:
@@ -436,14 +475,7 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             values[i] = [float(c) for c in row]
         except ValueError:
             raise GenlabError(f"'{path}' line {line} has a value that is not a number: {row!r:.80}.") from None
-    labels = None
-    label_cols = [j for j, name in enumerate(header or ()) if name in LABEL_COLUMNS]
-    if label_cols:
-        labels = values[:, label_cols[0]]
-        values = np.delete(values, label_cols[0], axis=1)
-    if values.shape[1] == 0:
-        raise GenlabError(f"'{path}' has no feature columns besides its labels.")
-    return values, labels  # float64: a table becomes float32 once standardised (data.core)
+    return values, header
 
 
 def _is_number(cell: str) -> bool:
