@@ -225,7 +225,7 @@ def test_links_planted_in_a_run_folder_are_replaced_never_written_through(cli_ru
     for name in ("report.html", "evaluation.json", "samples.png", "latent.png", "reconstructions.png"):
         (run / name).unlink(missing_ok=True)
         (run / name).symlink_to(victim)
-    assert main(["sample", str(run), "-n", "4"]) == 0
+    assert main(["sample", str(run), "-n", "4", "--out", str(run / "samples.png")]) == 0
     assert main(["latent", str(run)]) == 0
     assert main(["reconstruct", str(run), "-n", "4"]) == 0
     assert main(["report", str(run), "--importance-samples", "2"]) == 0
@@ -434,6 +434,14 @@ def test_missing_sections_of_a_run_config_are_one_line(cli_run, tmp_path, capsys
                                            if k.endswith(".exp_avg_sq")}),
     lambda state, tensors: tensors.update({"best." + k[len("model."):]: torch.zeros(3) for k in list(tensors)
                                            if k.startswith("model.")}),
+    lambda state, tensors: tensors.update({"best." + k[len("model."):]: torch.full_like(v, float("nan"))
+                                           if v.is_floating_point() else v.clone()
+                                           for k, v in list(tensors.items()) if k.startswith("model.")}),
+    lambda state, tensors: tensors.update({k: torch.full_like(v, float("inf")) for k, v in list(tensors.items())
+                                           if k.startswith("model.") and v.is_floating_point()}),
+    lambda state, tensors: tensors.update({k: v.int() for k, v in list(tensors.items()) if k.endswith(".exp_avg")}),
+    lambda state, tensors: tensors.update({k: torch.tensor(1e30) for k in list(tensors) if k.endswith(".step")}),
+    lambda state, tensors: state["state"].update(batch=10**20),
 ])
 def test_a_tampered_checkpoint_state_is_one_line(cli_run, tmp_path, capsys, tamper):
     from genlab.runs import CHECKPOINT, read_tensors, save_tensors
@@ -566,3 +574,18 @@ def test_a_run_still_training_says_so_instead_of_suggesting_a_resume(cli_run, tm
         expect_user_error(capsys, ["sample", str(run)], "still training")
     finally:
         lock.release()
+
+
+def test_a_runs_config_json_trains_the_same_model_again_and_sample_keeps_the_run_pictures(cli_run, tmp_path,
+                                                                                              capsys):
+    again = tmp_path / "again"
+    assert main(["train", "vae", "--config", str(cli_run / "config.json"), "--out", str(again), "--no-progress"]) == 0
+    first, second = (json.loads((p / "config.json").read_text()) for p in (cli_run, again))
+    assert first["model"] == second["model"] and first["data"] == second["data"] and first["train"] == second["train"]
+    picture = (again / "samples.png").read_bytes()
+    assert main(["sample", str(again), "-n", "4", "--seed", "3"]) == 0
+    assert (again / "samples.png").read_bytes() == picture  # the training picture stays
+    assert (again / "samples" / "seed3_n4.png").is_file()
+    (tmp_path / "odd.json").write_text(json.dumps({"model": {}, "extra": {}}))
+    expect_user_error(capsys, ["train", "vae", "--data", "digits", "--config", str(tmp_path / "odd.json")],
+                      "it has extra")

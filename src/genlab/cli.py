@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from genlab import files
-from genlab.errors import GenlabError, TrainingInterrupted
+from genlab.errors import GenlabError, TrainingInterrupted, article
 from genlab.models import FAMILIES, base
 from genlab.models.base import CONDITIONAL, ENCODES, POSTERIOR, REWEIGHTS, can
 
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
     s.add_argument("-n", type=int, default=64, help="number of samples")
-    s.add_argument("--out", help="FILE.png (a grid) or FILE.npy (raw arrays); default RUN/samples.png")
+    s.add_argument("--out", help="FILE.png (a grid) or FILE.npy (raw arrays); default RUN/samples/seedS_nN.png, "
+                   "never the run's own pictures")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--class", type=int, dest="label", help="the class to generate (conditional GAN)")
 
@@ -209,8 +210,8 @@ def _unknown_flags(args, unknown: list[str]) -> str:
         dest = flag.split("=")[0].removeprefix("--").replace("-", "_")
         owners = [name for name, (_, config_cls) in FAMILIES.items() if dest in _config_flags(config_cls)]
         if owners:
-            return (f"{flag.split('=')[0]} does not apply to the {args.family} family (it sets a "
-                    f"{' or '.join(owners)}); see 'genlab train {args.family} --help'")
+            return (f"{flag.split('=')[0]} does not apply to the {args.family} family (it sets "
+                    f"{article(' or '.join(owners))}); see 'genlab train {args.family} --help'")
     return f"unrecognized arguments: {' '.join(unknown)} (see 'genlab {args.command} --help')"
 
 
@@ -421,8 +422,8 @@ def _training_plan(args) -> _TrainingPlan:
     data_given, train_given = given(_config_flags(DataSpec)), given(_config_flags(TrainConfig))
     own_rates = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(config_cls) if f.name.startswith("lr_")]
     if own_rates and args.lr is not None:
-        raise GenlabError(f"a {args.family} has its own learning rates: give {' and '.join(own_rates)} instead of "
-                          "--lr.")
+        raise GenlabError(f"{article(args.family)} has its own learning rates: give {' and '.join(own_rates)} "
+                          "instead of --lr.")
 
     if args.resume:
         if not args.out:
@@ -430,7 +431,8 @@ def _training_plan(args) -> _TrainingPlan:
         check_run_dir(Path(args.out), resume=True, force=False)  # refuses a folder with nothing to resume
         saved = read_config(Path(args.out))
         if saved["family"] != args.family:
-            raise GenlabError(f"the run in '{args.out}' is a {saved['family']}, not a {args.family}.")
+            raise GenlabError(f"the run in '{args.out}' is {article(saved['family'])}, not "
+                              f"{article(args.family)}.")
         spec = dict(saved["data"] or {})
         name = spec.pop("name", None)
         if name is None:
@@ -457,7 +459,8 @@ def _training_plan(args) -> _TrainingPlan:
     torch.manual_seed(config.seed)  # the initial weights follow the seed too
     model = model_cls(build_config(config_cls, model_config, args.family))
     if args.weights and can(model, REWEIGHTS):
-        raise GenlabError(f"a {args.family} makes its own sampling weights (--reweight); --weights does not apply.")
+        raise GenlabError(f"{article(args.family)} makes its own sampling weights (--reweight); --weights does not "
+                          "apply.")
     out = Path(args.out or f"runs/{args.family}_{Path(data.meta.name).stem}")
     weights = None
     if args.weights:
@@ -481,9 +484,14 @@ def _read_config_file(path: str) -> dict:
         raise GenlabError(f"the config file '{path}' does not exist.") from None
     except (OSError, ValueError, RecursionError) as e:
         raise GenlabError(f"cannot read the config file '{path}' as JSON ({type(e).__name__}).") from None
+    if isinstance(config, dict) and "family" in config:  # a run's own config.json: its three sections
+        config = {k: v for k, v in config.items() if k in ("model", "data", "train") and v is not None}
+        config.get("model", {}).pop("input_shape", None)  # the data gives it
     if not isinstance(config, dict) or set(config) - {"model", "data", "train"} \
             or not all(isinstance(section, dict) for section in config.values()):
-        raise GenlabError(f"the config file '{path}' must be a JSON object with sections model, data and train.")
+        unknown = sorted(set(config) - {"model", "data", "train"}) if isinstance(config, dict) else []
+        raise GenlabError(f"the config file '{path}' must be a JSON object with sections model, data and train"
+                          + (f"; it has {', '.join(unknown)}." if unknown else "."))
     return config
 
 
@@ -497,7 +505,7 @@ def cmd_sample(args) -> None:
     if args.n < 1:
         raise GenlabError(f"-n must be a positive number of samples, not {args.n}.")
     run = load_run(args.run)
-    out = Path(args.out) if args.out else run.path / "samples.png"
+    out = Path(args.out) if args.out else run.path / "samples" / f"seed{args.seed}_n{args.n}.png"  # never a run file
     if out.suffix.lower() not in (".png", ".npy"):
         raise GenlabError(f"--out must end in .png (an image grid) or .npy (raw arrays), not '{out.name}'.")
     values = args.n * int(np.prod(run.config["model"]["input_shape"]))
@@ -507,7 +515,7 @@ def cmd_sample(args) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     if args.label is not None:
         if not can(run.model, CONDITIONAL):
-            raise GenlabError(f"--class needs a class-conditional model; '{args.run}' is a {run.family} without "
+            raise GenlabError(f"--class needs a class-conditional model; '{args.run}' is {article(run.family)} without "
                               "classes.")
         samples = run.model.sample(args.n, generator=generator, labels=args.label).cpu()
     else:
@@ -740,7 +748,7 @@ def cmd_audit(args) -> None:
         raise GenlabError(f"--top must be a positive number of examples, not {args.top}.")
     run = load_run(args.run)
     if not can(run.model, REWEIGHTS):
-        raise GenlabError(f"audit reads a DB-VAE run (genlab train dbvae); '{args.run}' is a {run.family}.")
+        raise GenlabError(f"audit reads a DB-VAE run (genlab train dbvae); '{args.run}' is {article(run.family)}.")
     data = run.load_data()
     codes = base.codes(run.model, data.train.x).numpy()  # the training codes, encoded once for both
     result = debias.audit(run.model, data, run.history, codes)

@@ -11,3 +11,8 @@ class TrainingDiverged(GenlabError):
 
 class TrainingInterrupted(GenlabError):
     """Training was stopped by Ctrl-C after saving a checkpoint that `--resume` continues from."""
+
+
+def article(name: str) -> str:
+    """`name` with its indefinite article, for messages: "a vae", "an ae"."""
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, article
 from genlab.models.base import POSTERIOR, can, codes, evaluating
 
 encode = codes  # the code of each input: the posterior mean for a VAE, the code for an AE. (N, latent_dim)
@@ -17,7 +17,8 @@ def kl_per_dimension(model, x: torch.Tensor, batch_size: int = 500, seed: int = 
     Dimensions with near-zero KL carry no information about x (collapsed); the largest are the ones to look at.
     """
     if not can(model, POSTERIOR):
-        raise GenlabError(f"per-dimension KL needs an encoder with a posterior (a VAE); this is a {model.family}.")
+        raise GenlabError(f"per-dimension KL needs an encoder with a posterior (a VAE); this is "
+                          f"{article(model.family)}.")
     with evaluating(model), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the VampPrior's Monte Carlo draws
         total = sum(model.kl_per_dimension(x[i : i + batch_size].to(model.device)).sum(0).cpu()

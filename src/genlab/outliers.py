@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, article
 from genlab.files import write_text
 from genlab.models.base import CLASSIFIES, DENSITY, ENCODES, can, codes
 
@@ -117,10 +117,10 @@ class OutlierDetector:
         else:
             score = AUTO_SCORE[kind] if can(model_cls, DENSITY) else "recon"
         if score in NEEDS_CODES and not can(model_cls, ENCODES):
-            raise GenlabError(f"the {score} score needs an encoder; a {self.model} scores by its density (elbo, "
+            raise GenlabError(f"the {score} score needs an encoder; {article(self.model)} scores by its density (elbo, "
                               "iwae, likelihood_ratio, typicality, capped_elbo, complexity).")
         if score not in NEEDS_CODES and not can(model_cls, DENSITY):
-            raise GenlabError(f"the {score} score needs a density (a VAE, a flow); a {self.model} offers "
+            raise GenlabError(f"the {score} score needs a density (a VAE, a flow); {article(self.model)} offers "
                               f"{' and '.join(NEEDS_CODES)}.")
         return score
 
@@ -166,7 +166,7 @@ class OutlierDetector:
         run = run if isinstance(run, Run) else load_run(run)
         if not (can(run.model, DENSITY) or can(run.model, ENCODES)) or can(run.model, CLASSIFIES):
             raise GenlabError(f"outlier scores need a model with a density or an encoder that needs no labels; "
-                              f"'{run.path}' is a {run.family}.")
+                              f"'{run.path}' is {article(run.family)}.")
         det = cls(model=run.family, score=score, contamination=contamination, progress=progress, **params)
         data = data or run.load_data()
         det.kind_ = "image" if data.meta.kind == "image" else "tabular"

@@ -159,7 +159,8 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
 RUN_FILES = (CONFIG, MODEL, CHECKPOINT, METRICS, "samples.png", "reconstructions.png", "traverse.png",
              "interpolate.png", "latent.png", "report.html", "evaluation.json", "audit.json", "audit_top.png",
              "audit_bottom.png", "audit_histograms.png", "audit_ess.png")
-RUN_FOLDERS = {"epochs": "epoch_*.png", "tensorboard": "events.out.tfevents.*"}  # folder: the files genlab puts there
+RUN_FOLDERS = {"epochs": "epoch_*.png", "tensorboard": "events.out.tfevents.*",  # folder: the files genlab puts there
+               "samples": "seed*_n*.png"}
 LOCK = ".genlab.lock"
 
 

@@ -31,7 +31,7 @@ from genlab import files, pictures, runs
 from genlab.configs import build_config, require, whole
 from genlab.data.core import Dataset, Split, augment
 from genlab.distributed import World
-from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted
+from genlab.errors import GenlabError, TrainingDiverged, TrainingInterrupted, article
 from genlab.models.base import MAX_LR, REWEIGHTS, VALIDATES, Objective, can, evaluating
 from genlab.sampling import check_weights, effective_sample_size, epoch_order
 
@@ -202,7 +202,7 @@ def check_start(model, data: Dataset, config: TrainConfig, out=None, *, resume: 
     if config.precision == "fp16" and resolve_device(config.device).type != "cuda":
         raise GenlabError("fp16 needs a CUDA GPU; on CPU use --precision bf16 or fp32.")
     if config.val_fraction > 0 and not can(model, VALIDATES):
-        raise GenlabError(f"a {model.family} has no validation loss to select epochs by; "
+        raise GenlabError(f"{article(model.family)} has no validation loss to select epochs by; "
                           "train it with val_fraction 0 (--val-fraction 0).")
     weights = _weights_source(model, weights)
     if weights is not None and not callable(weights):
@@ -396,6 +396,9 @@ def _restore(t: _Training) -> list[dict]:
     t.state, t.best, t.order = _load_checkpoint(t.path / runs.CHECKPOINT, t.model,
                                                 [le.optimizer for le in t.learners], t.world)
     n = len(t.train)
+    if t.state.batch > math.ceil(n / t.config.batch_size):
+        raise GenlabError(f"the checkpoint in '{t.path}' is damaged: it is {t.state.batch} batches into an epoch of "
+                          f"{math.ceil(n / t.config.batch_size)}.")
     if t.order is not None and (len(t.order) != n or t.order.min() < 0 or t.order.max() >= n):
         raise GenlabError(f"the checkpoint in '{t.path}' is damaged: its data order does not fit the {n} training "
                           "examples.")
@@ -681,9 +684,8 @@ def _load_checkpoint(file: Path, model, optimizers, world: World):
         runs.load_weights(model, _prefixed(tensors, "model."), file)
         best = _prefixed(tensors, "best.") or None
         expected = model.state_dict()
-        if best is not None and (best.keys() != expected.keys()
-                                 or any(best[k].shape != expected[k].shape for k in best)):
-            raise ValueError("the best epoch's weights do not fit the model")
+        if not _weights_fit(expected, expected) or (best is not None and not _weights_fit(best, expected)):
+            raise ValueError("weights that are not finite, or do not fit the model")
         for i, opt in enumerate(optimizers):
             per_param: dict[int, dict] = {}
             for key, value in _prefixed(tensors, f"optim.{i}.").items():
@@ -695,7 +697,7 @@ def _load_checkpoint(file: Path, model, optimizers, world: World):
                     per_param.setdefault(int(pid), {})[name] = value
             params = [p for g in opt.param_groups for p in g["params"]]
             for pid, pstate in per_param.items():  # Adam's state, as a tampered file cannot fake it
-                if not 0 <= pid < len(params) or not _adam_state_fits(pstate, params[pid]):
+                if not 0 <= pid < len(params) or not _adam_state_fits(pstate, params[pid], state.step):
                     raise ValueError(f"optimiser state of parameter {pid}")
             # the hyperparameters (betas, eps, weight decay) are the run's config, not the file's to change
             opt.load_state_dict({"state": per_param, "param_groups": opt.state_dict()["param_groups"]})
@@ -707,16 +709,24 @@ def _load_checkpoint(file: Path, model, optimizers, world: World):
     return state, best, tensors.get("order")
 
 
-def _adam_state_fits(state: dict, param: torch.Tensor) -> bool:
-    """Whether a checkpoint's Adam state for `param` is one Adam could have written: its two running moments
-    finite and of the parameter's shape (the second non-negative), its step count a non-negative scalar."""
+def _weights_fit(weights: dict, expected: dict) -> bool:
+    """Whether weights have the model's names, shapes and dtypes, and every float among them is finite."""
+    return weights.keys() == expected.keys() and all(
+        weights[k].shape == expected[k].shape and weights[k].dtype == expected[k].dtype
+        and (not weights[k].is_floating_point() or bool(torch.isfinite(weights[k]).all())) for k in weights)
+
+
+def _adam_state_fits(state: dict, param: torch.Tensor, steps: int) -> bool:
+    """Whether a checkpoint's Adam state for `param` is one Adam could have written after `steps` training
+    steps: its two running moments finite and of the parameter's shape and dtype (the second non-negative), its
+    step count a whole number from 0 to steps."""
     if set(state) != {"exp_avg", "exp_avg_sq", "step"} or not all(torch.is_tensor(state[k]) for k in ("exp_avg",
                                                                                                       "exp_avg_sq")):
         return False
     m, v, step = state["exp_avg"], state["exp_avg_sq"], torch.as_tensor(state["step"])
-    return (m.shape == v.shape == param.shape and step.dim() == 0 and bool(torch.isfinite(m).all())
-            and bool(torch.isfinite(v).all()) and bool((v >= 0).all()) and math.isfinite(float(step))
-            and float(step) >= 0)
+    return (m.shape == v.shape == param.shape and m.dtype == v.dtype == param.dtype and step.dim() == 0
+            and bool(torch.isfinite(m).all()) and bool(torch.isfinite(v).all()) and bool((v >= 0).all())
+            and math.isfinite(float(step)) and float(step) == int(float(step)) and 0 <= float(step) <= steps)
 
 
 def _prefixed(tensors: dict, prefix: str) -> dict:

@@ -8,7 +8,7 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, article
 from genlab.models.base import DENSITY, EXACT, POSTERIOR, RECONSTRUCTS, can, codes, evaluating
 
 # the unit of each number `evaluate` reports, for tables that print them (the CLI, the report)
@@ -64,7 +64,7 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
     if importance_samples < 1:
         raise GenlabError(f"importance_samples must be a positive integer, not {importance_samples}.")
     if not measurable(model):
-        raise GenlabError(f"a {model.family} has no likelihood or reconstruction to evaluate; judge it by its "
+        raise GenlabError(f"{article(model.family)} has no likelihood or reconstruction to evaluate; judge it by its "
                           "samples (genlab evaluate --quality).")
     model.check_data(x)
     device = model.device
