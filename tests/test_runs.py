@@ -98,3 +98,22 @@ def test_config_with_unknown_key_is_refused(run_copy):
     (run_copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(GenlabError, match="unknown vae config key"):
         load_run(run_copy)
+
+
+def test_a_notebook_model_saves_to_a_run_the_cli_reads_and_loads_back(tmp_path, capsys):
+    import genlab
+    from genlab.cli import main
+
+    data = genlab.load_dataset("digits")
+    torch.manual_seed(0)
+    model = genlab.VAE(genlab.VAEConfig.for_data(data.meta, net="mlp", hidden=(16,), latent_dim=2))
+    genlab.fit(model, data, genlab.TrainConfig(epochs=1, batch_size=256), progress=False)  # no run folder
+    folder = genlab.save(model, tmp_path / "nb", data.meta)
+    assert main(["sample", str(folder), "-n", "4", "--out", str(tmp_path / "s.npy")]) == 0
+    again = genlab.load(folder)
+    torch.manual_seed(1)
+    a = model.eval().elbo(data.test.x[:8], samples=1)
+    torch.manual_seed(1)
+    assert torch.equal(a, again.elbo(data.test.x[:8], samples=1))
+    with pytest.raises(genlab.GenlabError, match="already holds a run"):
+        genlab.save(model, folder)

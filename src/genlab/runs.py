@@ -273,6 +273,29 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def save(model: torch.nn.Module, path: str | os.PathLike, data_meta=None) -> Path:
+    """A trained model as a run folder (config.json + model.safetensors) that every genlab tool and `load` read:
+    a notebook model goes to the command line and back. `data_meta`: the DatasetMeta it was trained on, when
+    known (the tools then show pictures in the data's units). Refuses a folder that holds another run."""
+    import dataclasses
+
+    path = Path(path)
+    if (path / CONFIG).exists() or (path / CHECKPOINT).exists():
+        raise GenlabError(f"'{path}' already holds a run; save the model to a new folder.")
+    path.mkdir(parents=True, exist_ok=True)
+    meta = dataclasses.asdict(data_meta) if data_meta is not None else {}
+    files.write_json(path / CONFIG, {"genlab_version": genlab_version(), "torch_version": torch.__version__,
+                                     "family": model.family, "model": model.config.to_dict(), "data": None,
+                                     "data_meta": meta, "train": {}, "sampling_weights": None})
+    save_model(path / MODEL, model)
+    return path
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The model of a run folder (written by `fit` with `out`, `genlab train` or `save`), in eval mode."""
+    return load_run(path, device).model
+
+
 def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     """The trained model of a run directory, in eval mode, with its config."""
     from genlab.models import build_model
