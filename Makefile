@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/genlab train vae --data mnist5k --binarize static --epochs 20 --out runs/demo --force --no-progress
+	$(BIN)/genlab train vae --data mnist5k --binarize static --epochs 20 --out runs/demo --force
 	$(BIN)/genlab sample runs/demo -n 64 --out runs/demo/samples.png
 	$(BIN)/genlab reconstruct runs/demo --out runs/demo/reconstructions.png
 	$(BIN)/genlab traverse runs/demo --top 8 --out runs/demo/traverse.png

@@ -589,3 +589,17 @@ def test_a_runs_config_json_trains_the_same_model_again_and_sample_keeps_the_run
     (tmp_path / "odd.json").write_text(json.dumps({"model": {}, "extra": {}}))
     expect_user_error(capsys, ["train", "vae", "--data", "digits", "--config", str(tmp_path / "odd.json")],
                       "it has extra")
+
+
+def test_detect_and_report_show_progress_on_stderr_unless_told_not_to(cli_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    assert main(["detect", str(run), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "score" in captured.err and json.loads(captured.out)["n"] > 0  # stdout stays one JSON object
+    assert main(["detect", str(run), "--json", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["report", str(run), "--importance-samples", "2"]) == 0
+    assert "evaluate" in capsys.readouterr().err
+    assert main(["report", str(run), "--importance-samples", "2", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""

@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("report", help="write RUN/report.html: metrics, curves, samples, traversals, latent map")
     o.add_argument("run")
     o.add_argument("--importance-samples", type=_count(MAX_IMPORTANCE_SAMPLES), default=100)
+    o.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -761,7 +762,8 @@ def cmd_report(args) -> None:
     from genlab import report
     from genlab.runs import load_run
 
-    out = report.write_report(load_run(args.run), importance_samples=args.importance_samples)
+    out = report.write_report(load_run(args.run), importance_samples=args.importance_samples,
+                              progress=not args.no_progress)
     print(f"report written to {out}")
 
 

@@ -273,11 +273,12 @@ class OutlierDetector:
     def _raw_scores(self, x: torch.Tensor) -> np.ndarray:
         s, m = self.score_, self.model_
         if s == "recon":
-            return _batched(x, lambda b: m.likelihood.log_prob(m.decode(m.code(b)), b))
+            return _batched(x, lambda b: m.likelihood.log_prob(m.decode(m.code(b)), b), progress=self.progress)
         if s == "elbo":
             return self._elbo(m, x)
         if s == "iwae":
-            return _batched(x, lambda b: m.log_likelihood(b, self.importance_samples), self.seed)
+            return _batched(x, lambda b: m.log_likelihood(b, self.importance_samples), self.seed,
+                            progress=self.progress)
         if s == "latent_density":
             return self.mixture_.score_samples(codes(m, x).double().numpy())
         if s == "likelihood_ratio":
@@ -292,7 +293,7 @@ class OutlierDetector:
     def _elbo(self, model, x: torch.Tensor) -> np.ndarray:
         """The model's quick log p(x): a VAE's ELBO averaged over 10 posterior samples, a flow's exact value;
         draws fixed by the seed."""
-        return _batched(x, model.quick_log_likelihood, self.seed)
+        return _batched(x, model.quick_log_likelihood, self.seed, progress=self.progress)
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -371,11 +372,21 @@ def _finite(scores: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def _batched(x: torch.Tensor, fn, seed: int | None = None, batch_size: int = 500) -> np.ndarray:
+def _batched(x: torch.Tensor, fn, seed: int | None = None, batch_size: int = 500,
+             progress: bool = False) -> np.ndarray:
+    """fn over x in batches, its random draws fixed by the seed; a progress bar on stderr when asked."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(x), batch_size)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        return torch.cat([fn(x[i : i + batch_size]).double().cpu() for i in range(0, len(x), batch_size)]).numpy()
+        parts = [fn(x[i : i + batch_size]).double().cpu()
+                 for i in tqdm(starts, disable=not progress or len(starts) < 2, file=sys.stderr, desc="score",
+                               unit="batch", leave=False)]
+    return torch.cat(parts).numpy()
 
 
 def png_bits(x: torch.Tensor) -> np.ndarray:
