@@ -603,3 +603,23 @@ def test_detect_and_report_show_progress_on_stderr_unless_told_not_to(cli_run, t
     assert "evaluate" in capsys.readouterr().err
     assert main(["report", str(run), "--importance-samples", "2", "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_evaluate_and_report_read_other_data_with_the_runs_options(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    (tmp_path / "train.csv").write_text("a,b\n" + "\n".join(f"{u},{2 * u}" for u in rng.normal(size=200)))
+    (tmp_path / "new.csv").write_text("a,b\n" + "\n".join(f"{u},{-2 * u}" for u in rng.normal(size=50)))
+    run = tmp_path / "run"
+    assert main(["train", "vae", "--data", str(tmp_path / "train.csv"), "--out", str(run), "--epochs", "40",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    nll = {}
+    for name in ("train.csv", "new.csv"):
+        assert main(["evaluate", str(run), "--data", str(tmp_path / name), "--split", "all", "--json",
+                     "--no-progress"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        nll[name] = result["nll_nats"]
+        assert result["n"] == (200 if name == "train.csv" else 50)  # --split all: every row of the file
+    assert nll["new.csv"] > nll["train.csv"] + 1  # b = -2a breaks what the run learned (b = 2a)
+    assert main(["report", str(run), "--data", str(tmp_path / "new.csv"), "--importance-samples", "2",
+                 "--no-progress"]) == 0

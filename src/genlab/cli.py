@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="likelihood metrics of a run on a split")
     e.add_argument("run")
-    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--split", default="test", choices=["train", "test", "all"])
+    e.add_argument("--data", help="built-in name or path (default: the run's own data); read with the run's options")
     e.add_argument("--importance-samples", type=_count(MAX_IMPORTANCE_SAMPLES), default=1000,
                    help="K of the IWAE bound on log p(x)")
     e.add_argument("--batch-size", type=_count(MAX_SAMPLE_VALUES), default=100)
@@ -115,11 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("run")
     u.add_argument("--top", type=int, default=32, help="examples in each of the highest/lowest weight grids")
     u.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    u.add_argument("--data", help="built-in name or path (default: the run's own data); read with the run's options")
 
     o = sub.add_parser("report", help="write RUN/report.html: metrics, curves, samples, traversals, latent map")
     o.add_argument("run")
     o.add_argument("--importance-samples", type=_count(MAX_IMPORTANCE_SAMPLES), default=100)
     o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--data", help="built-in name or path (default: the run's own data); read with the run's options")
     return p
 
 
@@ -554,7 +557,7 @@ def cmd_evaluate(args) -> None:
     from genlab.runs import load_run
 
     run = load_run(args.run)
-    data = run.load_data()
+    data = run.load_data(args.data)
     split = data.split(args.split)
     result = {}
     if measurable(run.model):  # a density or reconstructions; a GAN has neither
@@ -688,9 +691,9 @@ def cmd_detect(args) -> None:
     detector = OutlierDetector.from_run(run, score=args.score, contamination=args.contamination,
                                         progress=not args.no_progress, data=trained_on)
     data = run.load_data(args.data) if args.data else trained_on
-    splits = [data.train, data.test] if args.split == "all" else [data.split(args.split)]
-    x = torch.cat([torch.as_tensor(s.x[:]) for s in splits])
-    labels = None if any(s.y is None for s in splits) else torch.cat([s.y for s in splits]).numpy()
+    chosen = data.split(args.split)
+    x = torch.as_tensor(chosen.x[:])
+    labels = None if chosen.y is None else chosen.y.numpy()
     scores = detector.score_samples(x)
     flags = scores < detector.threshold_
     result = {"run": str(run.path), "data": data.meta.name, "split": args.split, "score": detector.score_,
@@ -750,7 +753,7 @@ def cmd_audit(args) -> None:
     run = load_run(args.run)
     if not can(run.model, REWEIGHTS):
         raise GenlabError(f"audit reads a DB-VAE run (genlab train dbvae); '{args.run}' is {article(run.family)}.")
-    data = run.load_data()
+    data = run.load_data(args.data)
     codes = base.codes(run.model, data.train.x).numpy()  # the training codes, encoded once for both
     result = debias.audit(run.model, data, run.history, codes)
     result["pictures"] = report.save_audit_pictures(run.model, data, run.history, run.path, args.top, codes)
@@ -762,7 +765,8 @@ def cmd_report(args) -> None:
     from genlab import report
     from genlab.runs import load_run
 
-    out = report.write_report(load_run(args.run), importance_samples=args.importance_samples,
+    run = load_run(args.run)
+    out = report.write_report(run, run.load_data(args.data), importance_samples=args.importance_samples,
                               progress=not args.no_progress)
     print(f"report written to {out}")
 

@@ -69,9 +69,20 @@ class Dataset:
     spec: DataSpec | None = None
 
     def split(self, name: str) -> Split:
+        """"train", "test", or "all": the training split followed by the test split (read into memory)."""
+        if name == "all":
+            train, test = self.train, self.test
+            return Split(*(_joined(getattr(train, f), getattr(test, f)) for f in ("x", "y", "group", "factors")))
         if name not in ("train", "test"):
-            raise GenlabError(f"unknown split '{name}': use 'train' or 'test'.")
+            raise GenlabError(f"unknown split '{name}': use 'train', 'test' or 'all'.")
         return getattr(self, name)
+
+
+def _joined(first, second) -> torch.Tensor | None:
+    """Two splits' tensors (or streams, read into memory) one after the other; None when either has none."""
+    if first is None or second is None:
+        return None
+    return torch.cat([torch.as_tensor(first[:]), torch.as_tensor(second[:])])
 
 
 @dataclass(frozen=True)
