@@ -561,3 +561,14 @@ def test_the_fast_csv_reader_and_the_exact_one_agree(tmp_path):
     assert _parse_numbers_fast(file, ",") == (None, None)
     with pytest.raises(GenlabError, match="line 2 has a value that is not a number"):
         load_dataset(file)
+
+
+def test_images_beside_class_subfolders_are_an_error_naming_both(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "cats").mkdir(parents=True)
+    pixels = np.zeros((8, 8), np.uint8)
+    Image.fromarray(pixels).save(folder / "cats" / "c0.png")
+    Image.fromarray(pixels).save(folder / "cats" / "c1.png")
+    Image.fromarray(pixels).save(folder / "loose.png")  # would be dropped without a word
+    with pytest.raises(GenlabError, match=r"1 image\(s\) directly \(such as 'loose.png'\) and class subfolders"):
+        load_dataset(folder)

@@ -275,11 +275,18 @@ def _load_cifar_folder(folder: Path, spec: DataSpec) -> RawData:
 def _load_image_folder(folder: Path, spec: DataSpec) -> RawData:
     """A folder of images; class subfolders become labels (sorted by name)."""
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [f for f in sorted(folder.iterdir()) if _is_image(f)]
+    if subdirs and loose:  # which did the user mean? never drop either silently
+        raise GenlabError(
+            f"'{folder}' holds {len(loose)} image(s) directly (such as '{loose[0].name}') and class subfolders "
+            f"({', '.join(d.name for d in subdirs[:5])}); put every image in a class subfolder, or remove the "
+            "subfolders."
+        )
     if subdirs:
         entries = [(f, label) for label, d in enumerate(subdirs) for f in sorted(d.rglob("*")) if _is_image(f)]
         classes = tuple(d.name for d in subdirs)
     else:
-        entries = [(f, None) for f in sorted(folder.iterdir()) if _is_image(f)]
+        entries = [(f, None) for f in loose]
         classes = ()
     if not entries:
         raise GenlabError(
