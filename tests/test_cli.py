@@ -623,3 +623,11 @@ def test_evaluate_and_report_read_other_data_with_the_runs_options(tmp_path, cap
     assert nll["new.csv"] > nll["train.csv"] + 1  # b = -2a breaks what the run learned (b = 2a)
     assert main(["report", str(run), "--data", str(tmp_path / "new.csv"), "--importance-samples", "2",
                  "--no-progress"]) == 0
+
+
+def test_train_says_what_the_loader_made_of_the_data(tmp_path, capsys):
+    assert main(["train", "dbvae", "--data", "nuisance:under", "--net", "mlp", "--hidden", "8", "--latent-dim", "2",
+                 "--epochs", "1", "--out", str(tmp_path / "run"), "--epoch-pictures", "false"]) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == ("data nuisance:under: 4,000 train / 4,000 test image examples of shape (1, 28, 28), 2 classes, "
+                     "4 groups")

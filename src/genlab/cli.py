@@ -356,6 +356,9 @@ def cmd_datasets(args) -> None:
 
 def cmd_train(args) -> None:
     plan = _training_plan(args)
+    if int(os.environ.get("RANK", "0")) == 0 and not args.no_progress:  # with the progress bar, on stderr
+        plan.check()  # a mistake stays the one line it is, not a second line after this one
+        print(f"data {plan.data.describe()}", file=sys.stderr)  # what the loader made of the files
     run = plan.fit(progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 speaks for the run
@@ -691,6 +694,8 @@ def cmd_detect(args) -> None:
     detector = OutlierDetector.from_run(run, score=args.score, contamination=args.contamination,
                                         progress=not args.no_progress, data=trained_on)
     data = run.load_data(args.data) if args.data else trained_on
+    if args.data and not args.no_progress:
+        print(f"data {data.describe()}", file=sys.stderr)
     chosen = data.split(args.split)
     x = torch.as_tensor(chosen.x[:])
     labels = None if chosen.y is None else chosen.y.numpy()

@@ -68,6 +68,14 @@ class Dataset:
     meta: DatasetMeta
     spec: DataSpec | None = None
 
+    def describe(self) -> str:
+        """One line on what was loaded: the examples of each split, their shape and kind, classes and groups."""
+        meta = self.meta
+        classes = f", {len(meta.classes)} classes" if meta.classes else ", no labels"
+        groups = f", {int(self.train.group.max()) + 1} groups" if self.train.group is not None else ""
+        return (f"{meta.name}: {len(self.train):,} train / {len(self.test):,} test {meta.kind} examples of shape "
+                f"{tuple(meta.shape)}{classes}{groups}")
+
     def split(self, name: str) -> Split:
         """"train", "test", or "all": the training split followed by the test split (read into memory)."""
         if name == "all":
