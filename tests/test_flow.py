@@ -11,7 +11,7 @@ from torch.distributions import MultivariateNormal
 
 from genlab import GenlabError, TrainConfig, fit, load_dataset, runs
 from genlab.configs import build_config
-from genlab.metrics.likelihood import _dequantize
+from genlab.likelihoods import dequantize
 from genlab.models.flow import Flow, FlowConfig
 
 
@@ -148,7 +148,7 @@ def test_dequantization_is_the_evaluations():
     x = torch.randint(0, 256, (8, 1, 4, 4)) / 255
     torch.manual_seed(3)
     ours = model.dequantize(x)
-    assert torch.equal(ours, _dequantize(x, torch.Generator().manual_seed(3)))
+    assert torch.equal(ours, dequantize(x, torch.Generator().manual_seed(3)))
     assert torch.equal(torch.floor(ours * 256), torch.round(x * 255))  # each value stays in its own bin
     assert torch.equal(Flow(TABLE).dequantize(x.flatten(1)[:, :3]), x.flatten(1)[:, :3])
 

@@ -62,6 +62,12 @@ class Gaussian(nn.Module):
         pass
 
 
+def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """8-bit values k / 255 -> (k + u) / 256 with u ~ U[0, 1): the one dequantization, for training a continuous
+    density (a flow) and for evaluating one."""
+    return (torch.round(x * 255) + torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)) / 256
+
+
 def build_likelihood(name: str, shape: tuple[int, ...], scale: float) -> nn.Module:
     if name == "bernoulli":
         return Bernoulli()

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genlab.errors import GenlabError, article
+from genlab.likelihoods import dequantize
 from genlab.models.base import DENSITY, EXACT, POSTERIOR, RECONSTRUCTS, can, codes, evaluating
 
 # the unit of each number `evaluate` reports, for tables that print them (the CLI, the report)
@@ -35,12 +36,6 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> int | None:
 
 def _is_binary(x: torch.Tensor) -> bool:
     return bool(((x == 0) | (x == 1)).all())
-
-
-def _dequantize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """8-bit values k / 255 -> (k + u) / 256 with u ~ U[0, 1)."""
-    k = torch.round(x * 255)
-    return (k + torch.rand(x.shape, generator=generator)) / 256
 
 
 def measurable(model) -> bool:
@@ -80,7 +75,7 @@ def evaluate(model, x: torch.Tensor, *, kind: str = "image", importance_samples:
             for i in range(0, len(x), batch_size):
                 xb = x[i : i + batch_size]
                 if dequantized:
-                    xb = _dequantize(xb, generator)
+                    xb = dequantize(xb, generator)
                 for key, value in model.evaluation_terms(xb.to(device), importance_samples).items():
                     sums[key] = sums.get(key, 0.0) + value.double().sum().item()
                 bar.update(len(xb))

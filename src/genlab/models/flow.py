@@ -26,6 +26,7 @@ from torch import nn
 from genlab import nets
 from genlab.configs import require, whole
 from genlab.errors import GenlabError
+from genlab.likelihoods import dequantize
 from genlab.models.base import (
     DENSITY,
     EXACT,
@@ -249,10 +250,8 @@ class Flow(nn.Module):
         """Images of 8-bit values k / 255 -> (k + u) / 256 with u ~ U[0, 1); tables unchanged.
 
         A density on point masses grows without bound; on the spread-out values it is a bound on the
-        discrete log-likelihood (Theis et al. 2016). As genlab.metrics.likelihood does it for evaluation."""
-        if not self.images:
-            return x
-        return (torch.round(x * 255) + torch.rand_like(x)) / 256
+        discrete log-likelihood (Theis et al. 2016). The same function evaluation uses."""
+        return dequantize(x) if self.images else x
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
